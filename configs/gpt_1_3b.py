@@ -1,0 +1,11 @@
+"""Paper-scale preset: n_layer=24, d_model=2048, n_heads=32 (GPT-3 table shapes)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _paper import paper_config  # noqa: E402
+
+
+def get_config():
+  return paper_config(n_layer=24, d_model=2048, n_heads=32)

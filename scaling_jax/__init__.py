@@ -1,0 +1,2 @@
+"""scaling-jax."""
+__version__ = "0.1.0"

@@ -1,0 +1,43 @@
+"""`scaling-jax train | sweep | fit | report | demo | data`: one thin entry point.
+
+Each sub-command lives in its own module and exposes `main(argv) -> int`; this file only
+dispatches, so `scaling-jax fit` never imports the trainer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("scaling_jax.train_cli", "train one model: --config FILE --workdir DIR [--config.F=V]"),
+    "sweep": ("scaling_jax.sweep", "run a grid of training configs, skipping finished runs"),
+    "fit": ("scaling_jax.scaling.cli", "fit a scaling law to run directories or a table"),
+    "report": ("scaling_jax.report", "write an HTML/PNG report of a study directory"),
+    "demo": ("scaling_jax.demo", "the miniature end-to-end scaling study"),
+    "data": ("scaling_jax.data.cli", "build a dataset and its tokenizer ahead of training"),
+}
+
+
+def usage() -> str:
+  lines = ["usage: scaling-jax COMMAND [ARGS...]", "", "commands:"]
+  lines += [f"  {name:<8} {doc}" for name, (_, doc) in COMMANDS.items()]
+  lines += ["", "`scaling-jax COMMAND --help` for a command's options."]
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(usage())
+    return 0
+  name, rest = argv[0], argv[1:]
+  if name not in COMMANDS:
+    print(f"scaling-jax: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+    return 2
+  module = importlib.import_module(COMMANDS[name][0])
+  return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

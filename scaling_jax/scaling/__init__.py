@@ -1,0 +1,1 @@
+"""Scaling-law analysis: laws, fitting, batch-size analysis, frontier. Reads run dirs only."""

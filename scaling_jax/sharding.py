@@ -1,0 +1,122 @@
+"""Meshes and sharding by names (the Flax lm1b / MaxText way).
+
+The mesh has three axes, `data`, `fsdp` and `tensor`, sized from the config with -1 meaning
+"the devices the others leave". One table, `RULES`, maps the logical axis names that
+parameters and activations carry onto those axes; a dimension a mesh axis does not divide
+is replicated instead of failing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from scaling_jax.config import ConfigError
+
+AXES = ("data", "fsdp", "tensor")
+
+# Logical axis name -> mesh axes. Parameters: embed/mlp/heads/kv/vocab/length.
+# Activations: act_*. The batch of every activation is split over data x fsdp.
+RULES = (
+    ("act_batch", ("data", "fsdp")),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("vocab_in", None),  # the input embedding table: a gather, not a matmul
+    ("length", None),
+    ("layers", None),
+)
+
+
+def mesh_shape(config, num_devices: int) -> dict[str, int]:
+  """{"data", "fsdp", "tensor"} sizes for `num_devices`, resolving one -1."""
+  dims = {a: int(config.mesh[a]) for a in AXES}
+  free = [a for a, v in dims.items() if v == -1]
+  if len(free) > 1:
+    raise ConfigError(f"config.mesh has -1 for {free}; at most one axis may be -1")
+  if any(v == 0 or v < -1 for v in dims.values()):
+    raise ConfigError(f"config.mesh {dims}: sizes must be positive or -1")
+  fixed = math.prod(v for v in dims.values() if v != -1)
+  if free:
+    if num_devices % fixed:
+      raise ConfigError(
+          f"config.mesh {dims} cannot fill {num_devices} devices: the fixed axes "
+          f"({fixed} devices) must divide {num_devices}")
+    dims[free[0]] = num_devices // fixed
+  elif fixed != num_devices:
+    raise ConfigError(
+        f"config.mesh {dims} uses {fixed} devices but {num_devices} are present; set one "
+        f"axis to -1 or make the product {num_devices}")
+  return dims
+
+
+def make_mesh(config, devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  dims = mesh_shape(config, len(devices))
+  shape = tuple(dims[a] for a in AXES)
+  try:
+    device_array = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
+  except Exception:  # odd topologies: fall back to plain order
+    device_array = np.asarray(devices).reshape(shape)
+  return Mesh(device_array, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+
+
+def _fit_spec(spec: P, shape, mesh: Mesh) -> P:
+  """Drops mesh axes from dimensions they do not divide (replicates those dims)."""
+  if len(spec) > len(shape):  # e.g. Adafactor's factored moments: replicate
+    return P()
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    if axes is None:
+      out.append(None)
+      continue
+    axes_t = axes if isinstance(axes, tuple) else (axes,)
+    kept = tuple(a for a in axes_t if mesh.shape[a] > 1)
+    size = math.prod(mesh.shape[a] for a in kept)
+    out.append(None if not kept or dim % size else (kept if len(kept) > 1 else kept[0]))
+  return P(*out)
+
+
+def strip_boxes(tree):
+  """The tree with flax partitioning boxes removed (no sharding constraint applied)."""
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
+                      is_leaf=is_box)
+
+
+def logical_shardings(abstract_tree, mesh: Mesh):
+  """NamedShardings for a tree of (possibly LogicallyPartitioned) abstract arrays."""
+  specs = nn.get_partition_spec(abstract_tree)
+  mesh_specs = nn.logical_to_mesh(specs, RULES)
+  shapes = strip_boxes(abstract_tree)
+  return jax.tree.map(
+      lambda spec, x: NamedSharding(mesh, _fit_spec(spec, x.shape, mesh)),
+      mesh_specs, shapes, is_leaf=lambda s: isinstance(s, P))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Token batches [B, T]: B split over data x fsdp."""
+  return NamedSharding(mesh, P(("data", "fsdp"), None))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
+  """Assembles each process's rows [B/num_processes, T] into one global sharded array."""
+  sharding = batch_sharding(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(local_batch, sharding)
+  return jax.make_array_from_process_local_data(sharding, local_batch)

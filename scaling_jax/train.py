@@ -1,0 +1,395 @@
+"""Training: `train_and_evaluate(config, workdir)` and the jitted, donated train step.
+
+The step splits the global batch into micro-batches (gradient accumulation), which also
+gives the gradient noise scale for free: the mean squared norm of the micro-batch
+gradients is the small-batch norm, the norm of their mean the big-batch one
+(`noise_scale.py`), both on the raw gradient before clipping and Adam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from scaling_jax import accounting, checkpoint, config as config_lib, hardware, metrics
+from scaling_jax import model as model_lib, noise_scale, optim, rundir, sharding
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or gradient became NaN/Inf (policy `stop`, or too many skipped steps)."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  gns: noise_scale.GNSState
+  bad_steps: jax.Array  # non-finite steps so far (their updates were not applied)
+  first_bad_step: jax.Array  # -1 if none
+
+
+def cross_entropy(logits_BTV, targets_BT):
+  """Mean next-token cross-entropy in nats, computed in float32."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits_BTV.astype(jnp.float32), targets_BT).mean()
+
+
+def make_loss_fn(model: nn.Module):
+  def loss_fn(params, tokens_BT1):
+    logits_BTV = model.apply({"params": params}, tokens_BT1[:, :-1])
+    return cross_entropy(logits_BTV, tokens_BT1[:, 1:])
+  return loss_fn
+
+
+def _sq_norm(tree) -> jax.Array:
+  return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
+
+
+def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation, lr_schedule,
+                    mesh):
+  """(state, batch [B, T+1]) -> (state, metrics), to be jitted with the state donated."""
+  k = config_lib.num_micro_batches(config)
+  use_gns = bool(config.gns.enabled)
+  decay = float(config.gns.ema)
+  loss_fn = make_loss_fn(model)
+  grad_fn = jax.value_and_grad(loss_fn)
+  micro_sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(None, ("data", "fsdp"), None))
+
+  def step_fn(state: TrainState, batch_BT1):
+    b = batch_BT1.shape[0]
+    if k == 1:
+      loss, grads = grad_fn(state.params, batch_BT1)
+      small_sq = jnp.zeros((), jnp.float32)
+    else:
+      # Micro-batch i takes rows i, i+k, ...: every device keeps a share of every micro-batch.
+      micro_KMT1 = batch_BT1.reshape(b // k, k, -1).swapaxes(0, 1)
+      micro_KMT1 = jax.lax.with_sharding_constraint(micro_KMT1, micro_sharding)
+
+      def body(carry, mb_MT1):
+        g_acc, sq_acc, l_acc = carry
+        l, g = grad_fn(state.params, mb_MT1)
+        return (jax.tree.map(jnp.add, g_acc, g), sq_acc + _sq_norm(g), l_acc + l), None
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (g_sum, sq_sum, l_sum), _ = jax.lax.scan(
+          body, (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), micro_KMT1)
+      grads = jax.tree.map(lambda g: g / k, g_sum)
+      loss, small_sq = l_sum / k, sq_sum / k
+
+    big_sq = _sq_norm(grads)
+    grad_norm = jnp.sqrt(big_sq)
+    out = {"loss": loss, "grad_norm": grad_norm, "lr": lr_schedule(state.step)}
+    gns = state.gns
+    if use_gns:
+      g2, trace = noise_scale.two_batch_estimates(small_sq, big_sq, b / k, float(b))
+      gns = noise_scale.update(state.gns, g2, trace, decay)
+      out.update({"gns/g2": g2, "gns/trace_sigma": trace})
+
+    updates, new_opt_state = opt.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    # A non-finite step is never applied, whatever train.nan_policy says: the state stays the
+    # last good one and the host decides (at its next sync) whether to stop or go on.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(new_params, state.params),
+        opt_state=keep(new_opt_state, state.opt_state),
+        gns=keep(gns, state.gns),
+        bad_steps=state.bad_steps + (~finite).astype(jnp.int32),
+        first_bad_step=jnp.where((state.first_bad_step < 0) & ~finite, state.step,
+                                 state.first_bad_step),
+    )
+    return new_state, out
+
+  return step_fn
+
+
+def make_eval_step(model: nn.Module):
+  loss_fn = make_loss_fn(model)
+  return jax.jit(loss_fn)
+
+
+def init_state(config, model, opt, mesh, rng):
+  """(abstract state with shardings, sharded initial state): init runs directly sharded."""
+  n_ctx = config.model.n_ctx
+
+  def init_fn(rng):
+    params = model.init(rng, jnp.zeros((1, n_ctx), jnp.int32))["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params),
+        rng=jax.random.fold_in(rng, 1), gns=noise_scale.init(),
+        bad_steps=jnp.zeros((), jnp.int32), first_bad_step=jnp.full((), -1, jnp.int32))
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+    boxed = jax.eval_shape(init_fn, rng)
+    shardings = sharding.logical_shardings(boxed, mesh)
+    state = jax.jit(lambda r: sharding.strip_boxes(init_fn(r)), out_shardings=shardings)(rng)
+  abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      sharding.strip_boxes(boxed), shardings)
+  return abstract, state
+
+
+def run_facts(config, counts: accounting.Counts, data_info) -> dict[str, Any]:
+  """Static facts of a run, written to config.json (the fitter reads these)."""
+  return {
+      **counts.as_dict(),
+      "batch_sequences": int(config.train.batch_size),
+      "batch_tokens": int(config.train.batch_size * config.model.n_ctx),
+      "micro_batches": config_lib.num_micro_batches(config),
+      "n_ctx": int(config.model.n_ctx),
+      "vocab_size": int(config.model.vocab_size),
+      "dataset": data_info.name,
+      "dataset_version": data_info.version,
+      "dataset_tokens": int(data_info.dataset_tokens),
+      "num_steps": int(config.train.num_steps),
+      "arch": config.model.arch,
+  }
+
+
+def _versions() -> dict[str, str]:
+  import flax, optax as _optax, orbax.checkpoint as ocp
+  import scaling_jax
+  return {"scaling_jax": scaling_jax.__version__, "jax": jax.__version__,
+          "flax": flax.__version__, "optax": _optax.__version__, "orbax": ocp.__version__}
+
+
+def _devices() -> dict[str, Any]:
+  d = jax.devices()
+  return {"platform": d[0].platform, "device_kind": d[0].device_kind, "count": len(d),
+          "process_count": jax.process_count()}
+
+
+class _StopFlag:
+  """Set by SIGTERM/SIGINT (preemption, SLURM timeout, Ctrl-C); checked at step boundaries."""
+
+  def __init__(self):
+    self.signal = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    self.signal = signum
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _any_process(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def prepare_workdir(config, workdir: str, facts: dict, is_main: bool) -> None:
+  """Writes config.json, or checks that an existing run in `workdir` has the same config."""
+  existing = rundir.read_config(workdir)
+  resolved = config.to_dict()
+  if existing is not None:
+    diff = config_lib.config_diff(existing.get("config", {}), resolved)
+    if diff:
+      raise config_lib.ConfigError(
+          f"workdir {workdir} holds a run with a different config ({'; '.join(diff[:3])}); "
+          "use a new --workdir, or delete that run to start over")
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    rundir.write_json_atomic(os.path.join(workdir, rundir.CONFIG_FILE), {
+        "config": resolved, "facts": facts, "versions": _versions(), "devices": _devices()})
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains the model `config` describes, resuming from `workdir` if it holds a checkpoint.
+
+  Returns the last logged metrics. Raises TrainingDiverged on NaN/Inf (status 'failed');
+  on SIGTERM/SIGINT saves a checkpoint and returns with status 'preempted'.
+  """
+  from scaling_jax import data as data_lib
+
+  config_lib.validate(config, num_devices=jax.device_count())
+  is_main = jax.process_index() == 0
+  data_info = data_lib.prepare(config)
+  counts = accounting.counts(config.model)
+  facts = run_facts(config, counts, data_info)
+  prepare_workdir(config, workdir, facts, is_main)
+  rundir.write_status(workdir, "running") if is_main else None
+
+  mesh = sharding.make_mesh(config)
+  model = model_lib.build(config.model)
+  num_steps = int(config.train.num_steps)
+  opt, lr_schedule = optim.make(config.optim, num_steps, counts.n_params)
+  abstract, state = init_state(config, model, opt, mesh, jax.random.key(config.seed))
+
+  train_iter = data_lib.make_train_iterator(
+      config, process_index=jax.process_index(), process_count=jax.process_count())
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, rundir.CHECKPOINT_DIR), config.train)
+  time_s = 0.0
+  restored = ckpt.restore_latest(abstract)
+  if restored is not None:
+    state, extra = restored
+    train_iter.set_state(extra["data"])
+    time_s = float(extra.get("time_s", 0.0))
+  start_step = int(state.step)
+  writer = metrics.MetricsWriter(workdir, enabled=is_main)
+  writer.truncate_after(start_step)
+
+  eval_sets = {name: data_lib.make_eval_batches(
+      config, name, process_index=jax.process_index(), process_count=jax.process_count())
+      for name in config.data.eval_sets}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+    step_fn = jax.jit(make_train_step(config, model, opt, lr_schedule, mesh), donate_argnums=0)
+    eval_fn = make_eval_step(model)
+
+  peak, peak_source = hardware.peak_flops_per_device(
+      config.model.dtype, config.train.peak_flops_per_device)
+  host_peak = peak if jax.devices()[0].platform == "cpu" else peak * jax.device_count()
+  tokens_per_step = config.train.batch_size * config.model.n_ctx
+
+  def evaluate(state) -> dict[str, float]:
+    out = {}
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+      for name, batches in eval_sets.items():
+        losses = [eval_fn(state.params, sharding.global_batch(b, mesh)) for b in batches]
+        out[f"eval/{name}/loss"] = float(np.mean(jax.device_get(losses)))
+    return out
+
+  def save(state, time_s):
+    ckpt.save(int(state.step), state, {"data": train_iter.get_state(), "time_s": time_s})
+
+  progress = _progress(config, start_step, num_steps, is_main)
+  last: dict[str, Any] = {}
+  pending_losses, window_start, window_steps = [], time.perf_counter(), 0
+  status = "finished"
+  with _StopFlag() as stop:
+    step = start_step
+    try:
+      while step < num_steps:
+        batch = sharding.global_batch(next(train_iter), mesh)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+          state, out = step_fn(state, batch)
+        step += 1
+        window_steps += 1
+        pending_losses.append(out["loss"])
+        if step == start_step + 1:  # keep compilation out of the throughput figures
+          jax.block_until_ready(out["loss"])
+          compile_s = time.perf_counter() - window_start
+          time_s += compile_s
+          window_start, window_steps = time.perf_counter(), 0
+        log_now = step % config.train.log_every == 0 or step == num_steps
+        eval_now = step % config.train.eval_every == 0 or step == num_steps
+        ckpt_now = step % config.train.ckpt_every == 0 or step == num_steps
+        preempted = _any_process(stop.signal is not None) if (
+            jax.process_count() == 1 or log_now) else False
+        if log_now or eval_now or ckpt_now or preempted:
+          bad = int(state.bad_steps)
+          if bad and (config.train.nan_policy == "stop" or bad > config.train.max_skipped_steps):
+            first_bad = int(state.first_bad_step)
+            bad_metrics = {k: float(v) for k, v in jax.device_get(out).items()}
+            msg = (f"non-finite loss or gradient at step {first_bad} ({bad} bad step(s); "
+                   f"last step's metrics {bad_metrics}); the last good checkpoint in "
+                   f"{ckpt.directory} is kept. Lower optim.lr, raise optim.warmup_steps, or set "
+                   f"train.nan_policy=skip")
+            if is_main:
+              rundir.write_status(workdir, "failed", step=first_bad, error=msg,
+                                  metrics=bad_metrics)
+            raise TrainingDiverged(msg)
+        if log_now:
+          out_host = jax.device_get(out)
+          now = time.perf_counter()
+          elapsed = now - window_start
+          time_s += elapsed
+          tokens_per_s = window_steps * tokens_per_step / elapsed if window_steps else float("nan")
+          flops_per_s = tokens_per_s * counts.flops_per_token_exact
+          record = {
+              "step": step, "tokens": step * tokens_per_step,
+              "flops": step * tokens_per_step * counts.flops_per_token, "time_s": time_s,
+              "loss": float(np.mean(jax.device_get(pending_losses))),
+              "lr": float(out_host["lr"]), "grad_norm": float(out_host["grad_norm"]),
+              "tokens_per_s": tokens_per_s, "flops_per_s": flops_per_s,
+              "mfu": flops_per_s / host_peak, "epoch": float(train_iter.epoch),
+              "bad_steps": int(state.bad_steps),
+          }
+          if config.gns.enabled:
+            g2_ema, trace_ema, b_seq = (float(x) for x in noise_scale.smoothed(state.gns))
+            record.update({
+                "gns/g2": float(out_host["gns/g2"]),
+                "gns/trace_sigma": float(out_host["gns/trace_sigma"]),
+                "gns/g2_ema": g2_ema, "gns/trace_sigma_ema": trace_ema,
+                "gns/b_simple_seqs": b_seq, "gns/b_simple_tokens": b_seq * config.model.n_ctx,
+            })
+          if eval_now:
+            record.update(evaluate(state))
+          writer.write(record)
+          last = record
+          progress.update(step, record)
+          pending_losses, window_steps = [], 0
+          window_start = time.perf_counter()
+        elif eval_now:
+          record = {"step": step, **evaluate(state)}
+          writer.write(record)
+          last.update(record)
+        if ckpt_now or preempted:
+          save(state, time_s)
+        if preempted:
+          status = "preempted"
+          break
+    finally:
+      ckpt.wait()
+      progress.close()
+      writer.close()
+  if is_main:
+    rundir.write_status(workdir, status, step=int(state.step),
+                        signal=stop.signal if status == "preempted" else None)
+  ckpt.close()
+  last["status"] = status
+  last["peak_flops_source"] = peak_source
+  return last
+
+
+class _progress:
+  """A tqdm bar with ETA on the main process; silent elsewhere or when disabled."""
+
+  def __init__(self, config, start: int, total: int, enabled: bool):
+    self.bar = None
+    if enabled and config.train.progress:
+      from tqdm.auto import tqdm
+      self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                      desc=f"train N={accounting.counts(config.model).n_params:,}")
+    self.n = start
+
+  def update(self, step: int, record: dict) -> None:
+    if self.bar is None:
+      return
+    self.bar.update(step - self.n)
+    self.n = step
+    post = {"loss": f"{record['loss']:.3f}", "tok/s": f"{record['tokens_per_s']:.0f}"}
+    if "gns/b_simple_tokens" in record:
+      post["B_simple"] = f"{record['gns/b_simple_tokens']:.3g}"
+    self.bar.set_postfix(post)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
