@@ -246,12 +246,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   train_iter = data_lib.make_train_iterator(
       config, process_index=jax.process_index(), process_count=jax.process_count())
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, rundir.CHECKPOINT_DIR), config.train)
-  time_s = 0.0
+  time_s, pending_losses = 0.0, []
   restored = ckpt.restore_latest(abstract)
   if restored is not None:
     state, extra = restored
     train_iter.set_state(extra["data"])
     time_s = float(extra.get("time_s", 0.0))
+    pending_losses = list(extra.get("pending_losses", []))  # a log window cut by preemption
   start_step = int(state.step)
   writer = metrics.MetricsWriter(workdir, enabled=is_main)
   writer.truncate_after(start_step)
@@ -276,12 +277,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         out[f"eval/{name}/loss"] = float(np.mean(jax.device_get(losses)))
     return out
 
-  def save(state, time_s):
-    ckpt.save(int(state.step), state, {"data": train_iter.get_state(), "time_s": time_s})
+  def save(state, time_s, pending_losses):
+    ckpt.save(int(state.step), state, {
+        "data": train_iter.get_state(), "time_s": time_s,
+        "pending_losses": [float(x) for x in jax.device_get(pending_losses)]})
 
   progress = _progress(config, start_step, num_steps, is_main)
   last: dict[str, Any] = {}
-  pending_losses, window_start, window_steps = [], time.perf_counter(), 0
+  window_start, window_steps = time.perf_counter(), 0
   status = "finished"
   with _StopFlag() as stop:
     step = start_step
@@ -352,7 +355,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           writer.write(record)
           last.update(record)
         if ckpt_now or preempted:
-          save(state, time_s)
+          save(state, time_s, pending_losses)
         if preempted:
           status = "preempted"
           break

@@ -1,0 +1,111 @@
+"""Per-device memory of a GPT-style training step: does a preset fit a slice?
+
+    python launch/memory.py            # the table in launch/README.md
+
+What is counted (bytes per device):
+  state        16 B/param: f32 master weights (4) + f32 gradients (4) + Adam m and v (4 + 4),
+               divided over the `fsdp` devices (ZeRO-3 style sharding of all four).
+  gathered     FSDP only: bf16 copy of 2 layers' weights (the layer in use + the prefetched
+               next one) that the all-gather materialises on every device.
+  activations  bf16, per layer per sequence (Korthikanti et al. 2022, Table 2 without dropout):
+               32·s·h bytes (layer norms, QKV, attention output, MLP in/GeLU in/out) plus
+               2·a·s² (softmax probabilities; 0 with flash/cuDNN attention).
+               remat "full": only each block's input (2·s·h) is kept, plus one block's
+               activations live again while it is recomputed in the backward pass.
+  logits       f32 logits and their gradient for the loss: 8·s·V bytes per sequence.
+Not counted: XLA temporaries/fragmentation (keep ~10-20% headroom), the data pipeline,
+the optimizer's transient update buffers.
+"""
+
+from __future__ import annotations
+
+GiB = 2 ** 30
+
+
+def param_count(n_layer: int, d_model: int, n_ctx: int, vocab: int,
+                tie_embeddings: bool = False) -> dict[str, int]:
+  """Parameters of a GPT-2/3 block stack with d_ff = 4·d_model and biases."""
+  d = d_model
+  per_layer = 12 * d * d + 13 * d  # qkv+out (4d²+4d), mlp (8d²+5d), 2 layer norms (4d)
+  non_embedding = n_layer * per_layer + 2 * d  # + final layer norm
+  embedding = vocab * d + n_ctx * d + (0 if tie_embeddings else vocab * d)
+  return {"non_embedding": non_embedding, "embedding": embedding,
+          "total": non_embedding + embedding, "per_layer": per_layer}
+
+
+def estimate_memory(n_layer: int, d_model: int, n_heads: int, n_ctx: int, vocab: int,
+                    batch_per_device: int, fsdp: int = 1, remat: str | bool = "none", *,
+                    flash_attention: bool = False,
+                    tie_embeddings: bool = False) -> dict[str, int]:
+  """Bytes per device of one training step; see the module docstring for what is counted.
+
+  `batch_per_device` is the micro-batch each device holds at once (sequences);
+  `fsdp` the number of devices the parameters and optimizer state are sharded over.
+  """
+  remat = {True: "full", False: "none"}.get(remat, remat)
+  if remat not in ("none", "full"):
+    raise ValueError(f"remat={remat!r} must be 'none' or 'full'")
+  if fsdp < 1 or batch_per_device < 0:
+    raise ValueError(f"fsdp={fsdp} must be >= 1 and batch_per_device >= 0")
+  params = param_count(n_layer, d_model, n_ctx, vocab, tie_embeddings)
+  s, h, a, b = n_ctx, d_model, n_heads, batch_per_device
+  state = 16 * params["total"] // fsdp
+  gathered = 2 * 2 * params["per_layer"] if fsdp > 1 else 0
+  per_layer_act = b * (32 * s * h + (0 if flash_attention else 2 * a * s * s))
+  if remat == "none":
+    activations = n_layer * per_layer_act
+  else:
+    activations = n_layer * b * 2 * s * h + per_layer_act
+  logits = 8 * b * s * vocab
+  total = state + gathered + activations + logits
+  return {"n_params": params["total"], "n_params_non_embedding": params["non_embedding"],
+          "state": state, "gathered_params": gathered, "activations": activations,
+          "logits": logits, "total": total}
+
+
+# name: (n_layer, d_model, n_heads); GPT-3 paper Table 2.1, n_ctx 1024 here (paper: 2048)
+PRESETS = {"125M": (12, 768, 12), "350M": (24, 1024, 16), "1.3B": (24, 2048, 32)}
+# name: (devices, HBM GiB per device); one JAX device per chip (v4 megacore = 1 device)
+SLICES = {"v4-32": (16, 32), "v5e-16": (16, 16), "8xH100": (8, 80)}
+BATCH, N_CTX, VOCAB = 512, 1024, 50257
+
+
+def _cell(m: dict[str, int], hbm_gib: float) -> str:
+  gib = m["total"] / GiB
+  return f"{gib:.1f} {'ok' if gib <= 0.85 * hbm_gib else 'NO'}"
+
+
+def table(micro: int = 8) -> str:
+  """Markdown: total GiB/device per preset x slice ('ok' = fits with 15% headroom)."""
+  rows = [f"| preset (N total) | slice (HBM/device) | seq/device | no remat | full remat "
+          f"| micro-batch {micro}, no remat | micro-batch {micro}, full remat |",
+          "|---|---|---|---|---|---|---|"]
+  for name, (n_layer, d, heads) in PRESETS.items():
+    for slice_name, (devices, hbm) in SLICES.items():
+      per_device = BATCH // devices
+      cells = []
+      for b in (per_device, micro):
+        for remat in ("none", "full"):
+          m = estimate_memory(n_layer, d, heads, N_CTX, VOCAB, b, fsdp=devices, remat=remat)
+          cells.append(_cell(m, hbm))
+      rows.append(f"| {name} ({m['n_params'] / 1e6:.0f}M) | {slice_name} ({hbm} GiB) "
+                  f"| {per_device} | " + " | ".join(cells) + " |")
+  return "\n".join(rows)
+
+
+def breakdown(name: str, slice_name: str, batch_per_device: int, remat: str) -> str:
+  n_layer, d, heads = PRESETS[name]
+  devices, _ = SLICES[slice_name]
+  m = estimate_memory(n_layer, d, heads, N_CTX, VOCAB, batch_per_device, fsdp=devices,
+                      remat=remat)
+  parts = ", ".join(f"{k} {m[k] / GiB:.2f}" for k in
+                    ("state", "gathered_params", "activations", "logits", "total"))
+  return f"{name} on {slice_name}, {batch_per_device} seq/device, remat {remat}: {parts} GiB"
+
+
+if __name__ == "__main__":
+  print(table())
+  print()
+  for args in (("125M", "v4-32", 32, "none"), ("1.3B", "8xH100", 64, "full"),
+               ("1.3B", "v5e-16", 8, "full")):
+    print(breakdown(*args))

@@ -1,0 +1,106 @@
+"""Figures of a batch-size sweep: S vs E hyperbolas (Kaplan Fig. 11) and B_crit vs loss (Fig. 10).
+
+Built on `matplotlib.figure.Figure` (no pyplot, no global backend state; saving renders with
+Agg). Every data artist has a gid ("measured:<loss>", "fit:<loss>", "b_crit", "power_law",
+"kaplan", "gns:<name>") so tests and callers can find it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, ScalarFormatter
+
+from scaling_jax.scaling import batch as batch_lib
+
+
+def _new_axes(ax):
+  if ax is not None:
+    return ax.figure, ax
+  fig = Figure(figsize=(6, 4.5))
+  return fig, fig.add_subplot(1, 1, 1)
+
+
+def plot_steps_vs_examples(result: batch_lib.BatchSweepResult, ax=None, n_points: int = 200):
+  """Per loss level: measured (E, S) points and the fitted S = S_min + E_min/B, log-log.
+
+  The fit is drawn parametrically in B over 1/30× the smallest to 30× the largest batch
+  measured, so both asymptotes (S → S_min, E → E_min) show.
+  """
+  fig, ax = _new_axes(ax)
+  cmap = matplotlib.colormaps["viridis"]
+  for i, lv in enumerate(result.levels):
+    color = cmap(0.9 * i / max(len(result.levels) - 1, 1))
+    ax.plot(lv.examples, lv.steps, "o", color=color, gid=f"measured:{lv.loss:.6g}",
+            label=f"L = {lv.loss:.3g}")
+    b = np.geomspace(min(lv.batch_tokens) / 30, max(lv.batch_tokens) * 30, n_points)
+    s = lv.steps_at(b)
+    ax.plot(b * s, s, "-", color=color, alpha=0.8, gid=f"fit:{lv.loss:.6g}")
+    ax.plot([lv.e_min], [lv.s_min], "x", color=color, gid=f"min:{lv.loss:.6g}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("examples to reach L, E = B·S (tokens)")
+  ax.set_ylabel("steps to reach L, S")
+  ax.set_title("Steps vs examples per loss level; x = (E_min, S_min)")
+  if result.levels:
+    ax.legend(fontsize="small")
+  return fig
+
+
+def plot_b_crit_vs_loss(result: batch_lib.BatchSweepResult,
+                        gns: Sequence[batch_lib.GnsCurve] = (), ax=None, kaplan: bool = True):
+  """B_crit per level (95% bars) from the sweep, the fitted power law, each run's GNS
+  B_simple against its loss, and Kaplan's B_*=2e8, α_B=0.21 for reference; log-log."""
+  fig, ax = _new_axes(ax)
+  loss = np.array([lv.loss for lv in result.levels])
+  bc = np.array([lv.b_crit for lv in result.levels])
+  lo = np.array([lv.b_crit_lo for lv in result.levels])
+  hi = np.array([lv.b_crit_hi for lv in result.levels])
+  losses = list(loss)
+  if len(loss):
+    cont = ax.errorbar(loss, bc, yerr=[bc - lo, hi - bc], fmt="o", color="C0", capsize=3,
+                       label="B_crit from batch sweep")
+    cont.lines[0].set_gid("b_crit")
+  cmap = matplotlib.colormaps["plasma"]
+  for i, g in enumerate(gns):
+    ax.plot(g.loss, g.b_simple_tokens, "-", color=cmap(0.15 + 0.7 * i / max(len(gns) - 1, 1)),
+            alpha=0.7, lw=1, gid=f"gns:{g.name}",
+            label="B_simple (GNS) per run" if i == 0 else None)
+    losses.extend(np.asarray(g.loss).tolist())
+  if losses:
+    grid = np.geomspace(min(losses), max(losses), 100)
+    if result.power_law is not None:
+      pl = result.power_law
+      ax.plot(grid, pl.predict(grid), "-", color="C0", gid="power_law",
+              label=f"fit: {pl.b_star:.3g} / L^(1/{pl.alpha_b:.3g})")
+    if kaplan:
+      ax.plot(grid, batch_lib.b_crit_kaplan(grid), "--", color="gray", gid="kaplan",
+              label="Kaplan: 2e8 / L^(1/0.21)")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+  ax.xaxis.set_major_formatter(ScalarFormatter())  # losses span < 1 decade: plain numbers
+  ax.xaxis.set_minor_formatter(ScalarFormatter())
+  ax.set_xlabel("loss (nats/token)")
+  ax.set_ylabel("batch size (tokens)")
+  ax.set_title("Critical batch size vs loss")
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize="small")
+  return fig
+
+
+def save_batch_figures(result: batch_lib.BatchSweepResult, out_dir: str,
+                       gns: Sequence[batch_lib.GnsCurve] = ()) -> list[str]:
+  """Writes steps_vs_examples.png and b_crit_vs_loss.png to `out_dir`; returns the paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for name, fig in (("steps_vs_examples.png", plot_steps_vs_examples(result)),
+                    ("b_crit_vs_loss.png", plot_b_crit_vs_loss(result, gns))):
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    paths.append(path)
+  return paths

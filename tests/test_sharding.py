@@ -1,0 +1,80 @@
+"""Meshes from config, and the same training trajectory on every mesh (8 simulated devices)."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from scaling_jax import config as config_lib, model as model_lib, optim, sharding, train
+from scaling_jax.config import ConfigError
+
+
+def _config(**mesh):
+  c = config_lib.default_config()
+  c.model.update(n_layer=2, d_model=32, n_heads=4, d_ff=64, n_ctx=16, vocab_size=128)
+  c.train.update(batch_size=16, num_steps=4)
+  c.optim.update(lr=1e-2, warmup_steps=1)
+  c.mesh.update(mesh)
+  return c
+
+
+def _losses(config, devices, steps=4):
+  """Train losses of `steps` steps on a mesh over `devices`, from the same init and data."""
+  mesh = sharding.make_mesh(config, devices)
+  model = model_lib.build(config.model)
+  opt, lr = optim.make(config.optim, config.train.num_steps, 1000)
+  _, state = train.init_state(config, model, opt, mesh, jax.random.key(0))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+    step = jax.jit(train.make_train_step(config, model, opt, lr, mesh), donate_argnums=0)
+    batch = np.random.default_rng(0).integers(0, 128, size=(16, 17)).astype(np.int32)
+    losses = []
+    for _ in range(steps):  # one batch, memorised: the loss must fall
+      state, out = step(state, sharding.global_batch(batch, mesh))
+      losses.append(float(out["loss"]))
+  return np.array(losses), state
+
+
+def test_mesh_shape_resolves_minus_one():
+  assert sharding.mesh_shape(_config(data=-1, fsdp=2, tensor=1), 8) == {
+      "data": 4, "fsdp": 2, "tensor": 1}
+  assert sharding.mesh_shape(_config(data=2, fsdp=2, tensor=2), 8)["tensor"] == 2
+
+
+@pytest.mark.parametrize("mesh, fragment", [
+    (dict(data=3, fsdp=1, tensor=1), "uses 3 devices but 8 are present"),
+    (dict(data=-1, fsdp=3, tensor=1), "cannot fill 8 devices"),
+    (dict(data=-1, fsdp=-1, tensor=1), "at most one axis may be -1"),
+])
+def test_bad_mesh_is_a_one_line_error(mesh, fragment):
+  with pytest.raises(ConfigError, match=fragment):
+    config_lib.validate(_config(**mesh), num_devices=8)
+
+
+def test_batch_not_divisible_by_data_parallel_devices():
+  c = _config(data=-1)
+  c.train.batch_size = 12  # micro-batches of 6 over 8 devices
+  with pytest.raises(ConfigError, match="not divisible by the 8 data-parallel devices"):
+    config_lib.validate(c, num_devices=8)
+
+
+def test_heads_not_dividing_d_model():
+  c = _config()
+  c.model.n_heads = 5
+  with pytest.raises(ConfigError, match="does not divide config.model.d_model=32"):
+    config_lib.validate(c)
+
+
+@pytest.mark.slow
+def test_all_meshes_match_one_device():
+  """DP-only, FSDP and DP x tensor give the single-device losses to 1e-4 (f32 reduction order)."""
+  ref, ref_state = _losses(_config(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  assert ref[-1] < ref[0]  # it trains
+  for mesh in (dict(data=8, fsdp=1, tensor=1), dict(data=2, fsdp=4, tensor=1),
+               dict(data=4, fsdp=1, tensor=2), dict(data=2, fsdp=2, tensor=2)):
+    losses, state = _losses(_config(**mesh), jax.devices())
+    np.testing.assert_allclose(losses, ref, rtol=1e-4, err_msg=str(mesh))
+    w = state.params["block_0"]["mlp"]["fc"]["kernel"]
+    if mesh["fsdp"] > 1 or mesh["tensor"] > 1:
+      assert len(w.sharding.device_set) == 8 and w.addressable_shards[0].data.shape != w.shape
+    np.testing.assert_allclose(np.asarray(w), np.asarray(
+        ref_state.params["block_0"]["mlp"]["fc"]["kernel"]), atol=2e-5)
