@@ -16,8 +16,8 @@ import platform
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from common import BENCHMARKS, REPO, write_section  # noqa: E402
 
 SECTION = "## Data loader"
 
@@ -35,18 +35,6 @@ def measure(config, seconds: float) -> tuple[float, float]:
     n += 1
   dt = time.perf_counter() - t0
   return n * config.train.batch_size * config.model.n_ctx / dt, first
-
-
-def write_section(text: str, path: pathlib.Path) -> None:
-  """Replaces (or appends) this script's section of BENCHMARKS.md."""
-  old = path.read_text() if path.exists() else "# Benchmarks\n"
-  start = old.find(SECTION)
-  if start < 0:
-    new = old.rstrip("\n") + "\n\n" + text
-  else:
-    end = old.find("\n## ", start + len(SECTION))
-    new = old[:start] + text + ("" if end < 0 else old[end:])
-  path.write_text(new if new.endswith("\n") else new + "\n")
 
 
 def main(argv=None) -> int:
@@ -104,7 +92,7 @@ def main(argv=None) -> int:
   lines += ["", "The demo models train at ~5-50k tokens/s on this CPU, so the loader is not the "
             "bottleneck (a batch is one gather from a memory-mapped token array)."]
   if not args.no_write:
-    write_section("\n".join(lines) + "\n", REPO / "BENCHMARKS.md")
+    write_section("\n".join(lines) + "\n", SECTION, BENCHMARKS)
     print(f"wrote section {SECTION!r} of BENCHMARKS.md")
   return 0
 

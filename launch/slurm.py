@@ -1,6 +1,6 @@
 """Submit one training run to SLURM: one task per GPU, every node in one JAX job.
 
-    python launch/slurm.py --config configs/gpt3_125m.py --workdir runs/125m \
+    python launch/slurm.py --config configs/gpt_125m.py --workdir runs/125m \
         --nodes 2 --gpus-per-node 8 --time 12:00:00 --partition gpu \
         --setup "source .venv/bin/activate" [--dry-run] [-- --config.train.num_steps=1000]
 

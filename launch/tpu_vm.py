@@ -2,7 +2,7 @@
 
     python launch/tpu_vm.py --tpu my-v4 --zone us-central2-b --project P \
         [--create --accelerator-type v4-32 --version tpu-ubuntu2204-base [--spot]] \
-        [--dry-run] -- scaling-jax train --config configs/gpt3_125m.py --workdir runs/125m
+        [--dry-run] -- scaling-jax train --config configs/gpt_125m.py --workdir runs/125m
 
 Steps (each a gcloud command; --dry-run prints them, one per line): create the TPU VM,
 pack this checkout and copy it to all workers, install it with jax[tpu], run the

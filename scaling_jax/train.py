@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from scaling_jax import accounting, checkpoint, config as config_lib, hardware, metrics
-from scaling_jax import model as model_lib, noise_scale, optim, rundir, sharding
+from scaling_jax import model as model_lib, noise_scale, optim, preflight, rundir, sharding
 
 
 class TrainingDiverged(RuntimeError):
@@ -198,11 +198,14 @@ class _StopFlag:
       signal.signal(sig, old)
 
 
-def _any_process(flag: bool) -> bool:
+def _stop_signal(signum: int | None) -> int | None:
+  """The stop signal any process got, the same answer on all (None if none): one host's
+  SIGTERM stops every host at the same step, and process 0 can record which signal it was."""
   if jax.process_count() == 1:
-    return flag
+    return signum
   from jax.experimental import multihost_utils
-  return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+  got = multihost_utils.process_allgather(np.array([signum or 0], np.int32))
+  return int(np.max(got)) or None
 
 
 def prepare_workdir(config, workdir: str, facts: dict, is_main: bool) -> None:
@@ -230,6 +233,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   from scaling_jax import data as data_lib
 
   config_lib.validate(config, num_devices=jax.device_count())
+  preflight.check(config, workdir)  # writable workdir, disk space, code version (issue #10)
   is_main = jax.process_index() == 0
   data_info = data_lib.prepare(config)
   counts = accounting.counts(config.model)
@@ -285,7 +289,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   progress = _progress(config, start_step, num_steps, is_main)
   last: dict[str, Any] = {}
   window_start, window_steps = time.perf_counter(), 0
-  status = "finished"
+  status, stop_signal = "finished", None
   with _StopFlag() as stop:
     step = start_step
     try:
@@ -304,8 +308,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         log_now = step % config.train.log_every == 0 or step == num_steps
         eval_now = step % config.train.eval_every == 0 or step == num_steps
         ckpt_now = step % config.train.ckpt_every == 0 or step == num_steps
-        preempted = _any_process(stop.signal is not None) if (
-            jax.process_count() == 1 or log_now) else False
+        stop_signal = _stop_signal(stop.signal) if (
+            jax.process_count() == 1 or log_now) else None
+        preempted = stop_signal is not None
         if log_now or eval_now or ckpt_now or preempted:
           bad = int(state.bad_steps)
           if bad and (config.train.nan_policy == "stop" or bad > config.train.max_skipped_steps):
@@ -337,6 +342,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           }
           if config.gns.enabled:
             g2_ema, trace_ema, b_seq = (float(x) for x in noise_scale.smoothed(state.gns))
+            if g2_ema <= 0:  # early EMAs can put |G|^2 at or below zero: no estimate yet
+              b_seq = float("nan")
             record.update({
                 "gns/g2": float(out_host["gns/g2"]),
                 "gns/trace_sigma": float(out_host["gns/trace_sigma"]),
@@ -359,13 +366,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if preempted:
           status = "preempted"
           break
+    except Exception as e:  # disk full, I/O errors...: status 'failed' with the error (#10)
+      if is_main and not isinstance(e, TrainingDiverged):
+        rundir.mark_failed(workdir, e, step=step)
+      raise
     finally:
       ckpt.wait()
       progress.close()
       writer.close()
   if is_main:
     rundir.write_status(workdir, status, step=int(state.step),
-                        signal=stop.signal if status == "preempted" else None)
+                        signal=stop_signal if status == "preempted" else None)
   ckpt.close()
   last["status"] = status
   last["peak_flops_source"] = peak_source

@@ -71,7 +71,7 @@ def test_chinchilla_refit_matches_published_and_scipy():
 
 def test_chinchilla_bootstrap_intervals_and_predictions():
   tab = _chinchilla()
-  res = fit.fit_law("chinchilla", tab, grid=500, bootstrap=64, seed=3)
+  res = fit.fit_law("chinchilla", tab, grid=1000, bootstrap=64, seed=3)
   assert res.bootstrap_converged >= 60 and res.samples.shape[1] == 5
   for k, (lo, hi) in res.intervals.items():
     assert lo < res.params[k] < hi, k
@@ -88,7 +88,8 @@ def test_chinchilla_bootstrap_intervals_and_predictions():
 
 def test_fitter_does_not_flip_global_x64():
   tab = _chinchilla()
-  fit.fit_law("L_N", {"N": tab["N"], "L": tab["L"]}, grid=64, require_convergence=False)
+  fit.fit_law("L_N", {"N": tab["N"][:12], "L": tab["L"][:12]}, grid=64,
+              require_convergence=False)
   assert jnp.ones(1).dtype == jnp.float32
 
 
@@ -108,11 +109,11 @@ def test_parameter_recovery_coverage_vmapped_over_seeds():
 
 def test_recovers_kaplan_l_n_smin_from_noisy_curves():
   rng = np.random.default_rng(1)
-  n, s = np.meshgrid(np.geomspace(1e5, 1e8, 6), np.geomspace(100, 1e5, 12))
+  n, s = np.meshgrid(np.geomspace(1e5, 1e8, 6), np.geomspace(100, 1e5, 12))  # 72 points
   true = {"N_c": 6.5e13, "S_c": 2.1e3, "alpha_N": 0.077, "alpha_S": 0.76}
   loss = (true["N_c"] / n) ** true["alpha_N"] + (true["S_c"] / s) ** true["alpha_S"]
   tab = {"N": n.ravel(), "S_min": s.ravel(), "L": loss.ravel() * np.exp(0.003 * rng.standard_normal(n.size))}
-  res = fit.fit_law("L_N_Smin", tab, grid=2000, bootstrap=32)
+  res = fit.fit_law("L_N_Smin", tab, grid=1000, bootstrap=32)
   assert res.converged
   for k in ("alpha_N", "alpha_S", "S_c"):
     assert res.params[k] == pytest.approx(true[k], rel=0.1), k
@@ -122,7 +123,7 @@ def test_recovers_kaplan_l_n_smin_from_noisy_curves():
 def test_holdout_extrapolation_error_is_small_on_law_data():
   n = np.geomspace(1e5, 1e9, 9)
   tab = {"N": n, "L": (8.8e13 / n) ** 0.076 * (1 + 0.002 * np.sin(np.arange(9)))}
-  out = fit.holdout_error("L_N", tab, bootstrap=16)
+  out = fit.holdout_error("L_N", tab, bootstrap=16, grid=64)
   assert out["held_out_value"] == pytest.approx(1e9) and out["n_test"] == 1
   assert out["n_train"] == 8 and out["mean_abs_rel_error"] < 0.01
 
@@ -130,11 +131,11 @@ def test_holdout_extrapolation_error_is_small_on_law_data():
 def test_unidentifiable_parameter_is_reported():
   # The S term is tiny everywhere: S_c and alpha_S cannot be pinned down.
   rng = np.random.default_rng(2)
-  n, s = np.meshgrid(np.geomspace(1e5, 1e8, 5), np.geomspace(1e6, 1e7, 5))
+  n, s = np.meshgrid(np.geomspace(1e5, 1e8, 6), np.geomspace(1e6, 1e7, 12))
   loss = (6.5e13 / n) ** 0.077 * np.exp(0.01 * rng.standard_normal(n.shape))
   res = fit.fit_law("L_N_Smin", {"N": n.ravel(), "S_min": s.ravel(), "L": loss.ravel()},
-                    grid=500, bootstrap=32, require_convergence=False)
-  assert "S_c" in res.unidentifiable
+                    grid=1000, bootstrap=32, require_convergence=False)
+  assert "S_c" in res.unidentifiable, res.params
   assert any("not identifiable" in w for w in res.warnings)
   assert "UNIDENTIFIABLE" in res.table()
 
@@ -166,8 +167,8 @@ def test_non_convergence_is_reported():
   n = np.geomspace(1e5, 1e9, 8)
   tab = {"N": n, "L": (8.8e13 / n) ** 0.076 * (1 + 0.01 * np.cos(np.arange(8)))}
   with pytest.raises(FitError, match="did not converge.*max_iter"):
-    fit.fit_law("L_N", tab, max_iter=2, grid=16)
-  res = fit.fit_law("L_N", tab, max_iter=2, grid=16, require_convergence=False)
+    fit.fit_law("L_N", tab, max_iter=2, grid=64)
+  res = fit.fit_law("L_N", tab, max_iter=2, grid=64, require_convergence=False)
   assert res.converged is False and res.to_dict()["converged"] is False
   with pytest.raises(FitError, match="unknown law"):
     fit.fit_law("L_nope", tab)

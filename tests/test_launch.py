@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO))
 from launch import local, memory, slurm, sweep_fanout, tpu_vm  # noqa: E402
 from scaling_jax import rundir  # noqa: E402
 
-TRAIN = "scaling-jax train --config configs/gpt3_125m.py --workdir runs/125m"
+TRAIN = "scaling-jax train --config configs/gpt_125m.py --workdir runs/125m"
 
 
 # ---------------------------------------------------------------------------- local.py
@@ -141,7 +141,7 @@ def test_tpu_vm_minimal_and_logged_run(tmp_path, capsys):
 # ---------------------------------------------------------------------------- slurm.py
 
 def test_slurm_dry_run(capsys):
-  assert slurm.main(["--config", "configs/gpt3_125m.py", "--workdir", "runs/125m",
+  assert slurm.main(["--config", "configs/gpt_125m.py", "--workdir", "runs/125m",
                      "--nodes", "4", "--gpus-per-node", "8", "--time", "12:00:00",
                      "--partition", "h100", "--setup", "source .venv/bin/activate",
                      "--repo-dir", "/cluster/sj", "--dry-run", "--",

@@ -33,6 +33,7 @@ __all__ = ["FitError", "FitResult", "Prediction", "fit_law", "fit_batch", "holdo
 
 DEFAULT_DELTA = 1e-3  # Hoffmann et al. (2022)
 UNIDENTIFIABLE_RATIO = 100.0  # an interval whose hi/lo exceeds this spans orders of magnitude
+RUNAWAY = 1e6  # a parameter this far outside its law's init box ran off to 0 or infinity
 _GTOL = 1e-7  # converged when |grad| <= _GTOL * objective + _ATOL (mean-Huber scale)
 _ATOL = 1e-13
 _LOOSE_GTOL = 1e-3  # a stalled line search still counts as converged below this
@@ -156,19 +157,23 @@ class _Solver:
     return dict(theta=theta_KP[best], objective=f_K[best], grad_norm=gn_K[best],
                 n_iter=it_K[best], converged=ok_K[best], n_starts_agree=n_ok)
 
-  def _bootstrap(self, theta_P, x, logy_N, key, delta, n_boot):
+  def _bootstrap(self, theta_P, x, logy_N, w_N, key, delta, n_boot):
+    """Refits on n_boot resamples of the rows with w > 0 (which come first in the arrays)."""
     n = logy_N.shape[0]
-    idx_BN = jax.random.randint(key, (n_boot, n), 0, n)
-    w_BN = jax.vmap(lambda i: jnp.zeros(n).at[i].add(1.0))(idx_BN)
+    n_active = jnp.sum(w_N > 0)
+    idx_BN = jax.random.randint(key, (n_boot, n), 0, n_active)
+    draw_N = (jnp.arange(n) < n_active).astype(w_N.dtype)
+    w_BN = jax.vmap(lambda i: jnp.zeros(n).at[i].add(draw_N))(idx_BN) * w_N
     refine = jax.vmap(self._refine, in_axes=(None, None, None, 0, None))
     theta_BP, _, _, _, ok_B = refine(theta_P, x, logy_N, w_BN, delta)
     return theta_BP, ok_B
 
   def _fit_and_bootstrap(self, grid_GP, x, logy_N, key, delta, n_boot):
-    out = self._fit(grid_GP, x, logy_N, jnp.ones_like(logy_N), delta)
+    w_N = jnp.ones_like(logy_N)
+    out = self._fit(grid_GP, x, logy_N, w_N, delta)
     if n_boot:
-      out["boot_theta"], out["boot_ok"] = self._bootstrap(out["theta"], x, logy_N, key, delta,
-                                                          n_boot)
+      out["boot_theta"], out["boot_ok"] = self._bootstrap(out["theta"], x, logy_N, w_N, key,
+                                                          delta, n_boot)
     return out
 
 
@@ -198,7 +203,7 @@ def _bootstrap_fn(solver: _Solver, n_boot: int):
   key = ("boot", n_boot)
   if key not in solver.__dict__:
     solver.__dict__[key] = jax.jit(
-        lambda t, x, y, k, d: solver._bootstrap(t, x, y, k, d, n_boot))
+        lambda t, x, y, w, k, d: solver._bootstrap(t, x, y, w, k, d, n_boot))
   return solver.__dict__[key]
 
 
@@ -228,8 +233,8 @@ def _row_names(cols: Mapping[str, np.ndarray], idx: np.ndarray) -> str:
   return ", ".join(shown) + more
 
 
-def _prepare(law: Law, table: Any, drop_invalid: bool, dedupe: bool):
-  """Checks and extracts the law's columns: (x dict, y, kept row index, warnings)."""
+def _prepare(law: Law, table: Any, drop_invalid: bool, dedupe: bool, weights: Any = None):
+  """Checks and extracts the law's columns: (x dict, y, weights, kept row index, warnings)."""
   cols = as_table(table)
   need = list(law.inputs) + [law.output]
   missing = [c for c in need if c not in cols]
@@ -242,6 +247,9 @@ def _prepare(law: Law, table: Any, drop_invalid: bool, dedupe: bool):
   except (TypeError, ValueError) as e:
     raise FitError(f"columns {need} must be numeric: {e}") from None
   warnings: list[str] = []
+  w = np.ones(len(data)) if weights is None else np.asarray(weights, np.float64)
+  if w.shape != (len(data),) or np.any(~np.isfinite(w)) or np.any(w < 0):
+    raise FitError(f"weights must be {len(data)} finite non-negative numbers (one per row)")
   bad = ~np.all(np.isfinite(data) & (data > 0), axis=1)
   keep = np.arange(len(data))
   if bad.any():
@@ -259,15 +267,30 @@ def _prepare(law: Law, table: Any, drop_invalid: bool, dedupe: bool):
       warnings.append(f"dropped {n_dup} duplicate rows (same {need})")
       keep = keep[np.sort(first)]
   n_par = len(law.params)
-  if len(keep) < n_par + 1:
+  active = keep[w[keep] > 0]
+  if len(active) < n_par + 1:
     raise FitError(f"law {law.name!r} has {n_par} parameters and needs at least {n_par + 1} "
-                   f"valid distinct points; got {len(keep)}. Add runs or use a smaller law")
+                   f"valid distinct points; got {len(active)}. Add runs or use a smaller law")
   for j, c in enumerate(law.inputs):
-    if len(np.unique(data[keep, j])) < 2:
-      raise FitError(f"every row has the same {c}={data[keep[0], j]:g}; law {law.name!r} "
+    if len(np.unique(data[active, j])) < 2:
+      raise FitError(f"every row has the same {c}={data[active[0], j]:g}; law {law.name!r} "
                      f"needs {c} to vary (add runs with other {c}, or fit a law without {c})")
   x = {c: data[keep, j] for j, c in enumerate(law.inputs)}
-  return x, data[keep, -1], keep, warnings
+  return x, data[keep, -1], w[keep], keep, warnings
+
+
+def _bucket(n: int) -> int:
+  """Padded length: the next power of two (>= 16), so similar tables share one compile."""
+  return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def _pad(x: dict[str, np.ndarray], y: np.ndarray, w: np.ndarray):
+  """Rows with w > 0 first, then zero-weight padding (copies of row 0) up to _bucket(n)."""
+  order = np.argsort(w <= 0, kind="stable")
+  pad = _bucket(len(y)) - len(y)
+  padded = lambda v: np.concatenate([v[order], np.full(pad, v[order][0])])
+  return ({k: padded(v) for k, v in x.items()}, padded(y),
+          np.concatenate([w[order], np.zeros(pad)]))
 
 
 # ------------------------------------------------------------------------------ results
@@ -402,7 +425,8 @@ def _intervals(law: Law, theta_BP: np.ndarray, ok_B: np.ndarray, level: float):
 def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DEFAULT_DELTA,
             level: float = 0.95, grid: int | np.ndarray = 1000, top_k: int = 8,
             max_iter: int = 500, seed: int = 0, drop_invalid: bool = False,
-            dedupe: bool = True, require_convergence: bool = True) -> FitResult:
+            dedupe: bool = True, require_convergence: bool = True,
+            weights: Any = None) -> FitResult:
   """Fits `law` to `table` (columns incl. the law's inputs and output) and bootstraps.
 
   Args:
@@ -417,13 +441,17 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
     drop_invalid: drop rows with NaN/inf/non-positive values instead of raising.
     dedupe: drop exact duplicate rows (with a warning).
     require_convergence: raise FitError if the best fit did not converge.
+    weights: optional per-row weights (0 leaves a row out, e.g. a held-out set); the
+      bootstrap resamples the rows with weight > 0.
   """
   law = get_law(law)
   if not delta > 0:
     raise FitError(f"delta must be > 0, got {delta}")
   if not 0 < level < 1:
     raise FitError(f"level must be in (0, 1), got {level}")
-  x, y, rows, warnings = _prepare(law, table, drop_invalid, dedupe)
+  x, y, w, rows, warnings = _prepare(law, table, drop_invalid, dedupe, weights)
+  n_points, rows = int(np.sum(w > 0)), rows[w > 0]
+  x, y, w = _pad(x, y, w)
   if isinstance(grid, (int, np.integer)):
     grid_GP = start_grid(law, int(grid))
   else:
@@ -437,13 +465,14 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
     xj = {k: jnp.asarray(v, jnp.float64) for k, v in x.items()}
     logy = jnp.log(jnp.asarray(y, jnp.float64))
     d = jnp.asarray(delta, jnp.float64)
-    out = solver.fit(jnp.asarray(grid_GP), xj, logy, jnp.ones_like(logy), d)
+    wj = jnp.asarray(w, jnp.float64)
+    out = solver.fit(jnp.asarray(grid_GP), xj, logy, wj, d)
     out = jax.tree.map(np.asarray, out)
     theta = out["theta"]
     boot_theta = boot_ok = None
     if bootstrap:
       boot = _bootstrap_fn(solver, int(bootstrap))
-      boot_theta, boot_ok = boot(jnp.asarray(theta), xj, logy, jax.random.key(seed), d)
+      boot_theta, boot_ok = boot(jnp.asarray(theta), xj, logy, wj, jax.random.key(seed), d)
       boot_theta, boot_ok = np.asarray(boot_theta), np.asarray(boot_ok)
   converged = bool(out["converged"])
   if not converged and require_convergence:
@@ -463,16 +492,19 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
                       "intervals use those")
     if intervals is None:
       unident = list(law.params)
+  runaway = [k for i, k in enumerate(law.params)
+             if not law.init[k][0] / RUNAWAY <= params[k] <= law.init[k][1] * RUNAWAY]
+  unident += [k for k in runaway if k not in unident]
   if unident:
     warnings.append(f"parameters {unident} are not identifiable from these data (their "
                     f"{100 * level:g}% interval spans more than a factor "
-                    f"{UNIDENTIFIABLE_RATIO:g}); add data covering a wider range or fix them")
+                    f"{UNIDENTIFIABLE_RATIO:g}, or they ran off towards 0 or infinity); add data covering a wider range or fix them")
   if int(out["n_starts_agree"]) < 2 and min(top_k, len(grid_GP)) > 1:
     warnings.append("only one refined start reached the best optimum; widen or densify the "
                     "start grid to make sure it is global")
   return FitResult(
       law=law.name, params=params, intervals=intervals, converged=converged,
-      objective=float(out["objective"]), n_points=len(y), delta=float(delta), level=level,
+      objective=float(out["objective"]), n_points=n_points, delta=float(delta), level=level,
       n_iter=int(out["n_iter"]), grad_norm=float(out["grad_norm"]), n_starts=len(grid_GP),
       n_starts_agree=int(out["n_starts_agree"]), bootstrap=int(bootstrap),
       bootstrap_converged=n_boot_ok, samples=samples, unidentifiable=unident,
@@ -523,9 +555,9 @@ def holdout_error(law: str | Law, table: Any, *, column: str | None = None,
   test = v == top
   if test.all() or not test.any():
     raise FitError(f"cannot hold out the largest {column}: need at least two distinct values")
-  train_tab = {k: np.asarray(c)[~test] for k, c in cols.items()}
   test_tab = {k: np.asarray(c)[test] for k, c in cols.items()}
-  res = fit_law(law, train_tab, **fit_kwargs)
+  # Zero weights (not a smaller table) keep the array shapes, so the compiled fit is reused.
+  res = fit_law(law, cols, weights=(~test).astype(float), **fit_kwargs)
   pred = res.predict(test_tab)
   obs = np.asarray(test_tab[law.output], np.float64)
   ok = np.isfinite(obs) & (obs > 0)

@@ -68,16 +68,70 @@ def closed_form_at(l_n_s: Any, b_crit: Any, c_min: Any) -> dict[str, np.ndarray]
           "L_converged": l_n}
 
 
-def _law_fn(fit: Any, name: str) -> Callable:
-  """A jnp function of the law's inputs from a FitResult, params dict or callable."""
+def _law_fn(fit: Any, name: str) -> tuple[Any, Callable, dict]:
+  """(cache key, fn(params, *inputs) in jnp, params) from a FitResult, params dict or callable."""
   if callable(fit) and not hasattr(fit, "params"):
-    return fit
+    return fit, (lambda p, *xs: fit(*xs)), {}
   law = fit.law_obj if hasattr(fit, "law_obj") else get_law(name)
   p = _params(fit)
   missing = set(law.params) - set(p)
   if missing:
     raise FitError(f"parameters of {law.name} lack {sorted(missing)}")
-  return lambda *xs: law({k: jnp.asarray(v) for k, v in p.items()}, dict(zip(law.inputs, xs)))
+  return law, (lambda q, *xs: law(q, dict(zip(law.inputs, xs)))), {k: p[k] for k in law.params}
+
+
+_COMPILED: dict[tuple, tuple] = {}  # (laws, settings) -> (the laws, kept alive; jitted fn)
+
+
+def _compiled(key_l, loss_fn, key_b, bc_fn, lo_n, hi_n, n_grid, bisect_iters):
+  """The jitted, vmapped frontier solver for one pair of laws (params are arguments)."""
+  key = (id(key_l), id(key_b), lo_n, hi_n, n_grid, bisect_iters)
+  if key in _COMPILED:
+    return _COMPILED[key][1]
+
+  def loss_at(pl, pb, log_n, log_c):
+    """The loss reached by N = e^log_n with budget e^log_c: the root of L = L(N, S(L))."""
+    n = jnp.exp(log_n)
+    l_inf = loss_fn(pl, n, jnp.inf)
+
+    def s_of(loss):
+      return jnp.exp(log_c) / (6.0 * n * bc_fn(pb, loss))
+
+    hi0 = loss_fn(pl, n, s_of(l_inf))
+
+    def body(_, bracket):
+      a, b = bracket
+      m = 0.5 * (a + b)
+      g = m - loss_fn(pl, n, s_of(m))
+      return jnp.where(g > 0, a, m), jnp.where(g > 0, m, b)
+
+    a, b = jax.lax.fori_loop(0, bisect_iters, body, (l_inf, hi0))
+    loss = 0.5 * (a + b)
+    return loss, s_of(loss)
+
+  def optimum(pl, pb, log_c):
+    log_n_G = jnp.linspace(lo_n, hi_n, n_grid)
+    loss_G, _ = jax.vmap(loss_at, in_axes=(None, None, 0, None))(pl, pb, log_n_G, log_c)
+    i = jnp.argmin(jnp.where(jnp.isfinite(loss_G), loss_G, jnp.inf))
+    h = (hi_n - lo_n) / (n_grid - 1)
+    a, b = log_n_G[i] - h, log_n_G[i] + h
+    g = (math.sqrt(5) - 1) / 2
+
+    def golden(_, ab):
+      a, b = ab
+      x1, x2 = b - g * (b - a), a + g * (b - a)
+      f1, f2 = loss_at(pl, pb, x1, log_c)[0], loss_at(pl, pb, x2, log_c)[0]
+      return jnp.where(f1 < f2, a, x1), jnp.where(f1 < f2, x2, b)
+
+    a, b = jax.lax.fori_loop(0, 60, golden, (a, b))
+    log_n = 0.5 * (a + b)
+    loss, s = loss_at(pl, pb, log_n, log_c)
+    edge = (i == 0) | (i == n_grid - 1)
+    return jnp.exp(log_n), loss, s, bc_fn(pb, loss), edge
+
+  fn = jax.jit(jax.vmap(optimum, in_axes=(None, None, 0)))
+  _COMPILED[key] = ((key_l, key_b), fn)
+  return fn
 
 
 def frontier(l_n_s: Any, b_crit: Any = KAPLAN_B_CRIT, c_min: Any = None, *,
@@ -91,55 +145,17 @@ def frontier(l_n_s: Any, b_crit: Any = KAPLAN_B_CRIT, c_min: Any = None, *,
   D (tokens when trained at B = B_crit: 2 B_crit S_min, i.e. C = 2 C_min), and
   at_edge (the optimum hit the edge of n_range: widen it).
   """
-  loss_fn, bc_fn = _law_fn(l_n_s, "L_N_Smin"), _law_fn(b_crit, "B_crit")
+  key_l, loss_fn, pl = _law_fn(l_n_s, "L_N_Smin")
+  key_b, bc_fn, pb = _law_fn(b_crit, "B_crit")
   c = np.atleast_1d(np.asarray(c_min if c_min is not None else np.geomspace(1e15, 1e25, 11),
                                float))
   if np.any(~np.isfinite(c)) or np.any(c <= 0):
     raise FitError("compute budgets c_min must be finite and positive (FLOPs)")
-  lo_n, hi_n = np.log(n_range[0]), np.log(n_range[1])
-
-  def loss_at(log_n, log_c):
-    """The loss reached by N = e^log_n with budget e^log_c: the root of L = L(N, S(L))."""
-    n = jnp.exp(log_n)
-    l_inf = loss_fn(n, jnp.inf)
-
-    def s_of(loss):
-      return jnp.exp(log_c) / (6.0 * n * bc_fn(loss))
-
-    hi0 = loss_fn(n, s_of(l_inf))
-
-    def body(_, bracket):
-      a, b = bracket
-      m = 0.5 * (a + b)
-      g = m - loss_fn(n, s_of(m))
-      return jnp.where(g > 0, a, m), jnp.where(g > 0, m, b)
-
-    a, b = jax.lax.fori_loop(0, bisect_iters, body, (l_inf, hi0))
-    loss = 0.5 * (a + b)
-    return loss, s_of(loss)
-
-  def optimum(log_c):
-    log_n_G = jnp.linspace(lo_n, hi_n, n_grid)
-    loss_G, _ = jax.vmap(loss_at, in_axes=(0, None))(log_n_G, log_c)
-    i = jnp.argmin(jnp.where(jnp.isfinite(loss_G), loss_G, jnp.inf))
-    h = (hi_n - lo_n) / (n_grid - 1)
-    a, b = log_n_G[i] - h, log_n_G[i] + h
-    g = (math.sqrt(5) - 1) / 2
-
-    def golden(_, ab):
-      a, b = ab
-      x1, x2 = b - g * (b - a), a + g * (b - a)
-      f1, f2 = loss_at(x1, log_c)[0], loss_at(x2, log_c)[0]
-      return jnp.where(f1 < f2, a, x1), jnp.where(f1 < f2, x2, b)
-
-    a, b = jax.lax.fori_loop(0, 60, golden, (a, b))
-    log_n = 0.5 * (a + b)
-    loss, s = loss_at(log_n, log_c)
-    edge = (i == 0) | (i == n_grid - 1)
-    return jnp.exp(log_n), loss, s, bc_fn(loss), edge
-
+  fn = _compiled(key_l, loss_fn, key_b, bc_fn, float(np.log(n_range[0])),
+                 float(np.log(n_range[1])), int(n_grid), int(bisect_iters))
   with jax.enable_x64(True):
-    n, loss, s, b, edge = jax.jit(jax.vmap(optimum))(jnp.log(jnp.asarray(c)))
+    as64 = lambda p: {k: jnp.asarray(v, jnp.float64) for k, v in p.items()}
+    n, loss, s, b, edge = fn(as64(pl), as64(pb), jnp.log(jnp.asarray(c, jnp.float64)))
     n, loss, s, b, edge = (np.asarray(v) for v in (n, loss, s, b, edge))
   return {"C_min": c, "N_opt": n, "L": loss, "S_min": s, "B": b, "D": 2 * b * s,
           "at_edge": edge}

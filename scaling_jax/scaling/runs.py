@@ -82,11 +82,12 @@ def run_rows(run: str, *, b_crit: BCritSpec = "gns", points: int = 32, warmup: b
   tokens = np.array([by_step[int(s)].get("tokens", s * b) for s in steps], float)
   flops = np.array([by_step[int(s)].get("flops", 6.0 * n * t) for s, t in zip(steps, tokens)],
                    float)
-  if b_crit is None or b_crit == "none":
-    bc = np.full(len(steps), np.inf)
-  elif b_crit == "kaplan":
+  none = b_crit is None or (isinstance(b_crit, str) and b_crit == "none")
+  if none:
+    bc = np.full(len(steps), np.nan)  # no adjustment: S_min = S, C_min = C
+  elif isinstance(b_crit, str) and b_crit == "kaplan":
     bc = b_crit_kaplan(loss)
-  elif b_crit == "gns":
+  elif isinstance(b_crit, str) and b_crit == "gns":
     gs, gv = metrics_lib.series(records, GNS_KEY)
     ok = [(s, v) for s, v in zip(gs, gv) if math.isfinite(v) and v > 0]
     if ok:
@@ -102,7 +103,8 @@ def run_rows(run: str, *, b_crit: BCritSpec = "gns", points: int = 32, warmup: b
   return {"run": [name] * len(steps), "N": [float(n)] * len(steps), "B": [float(b)] * len(steps),
           "S": steps.tolist(), "D": tokens.tolist(), "C": flops.tolist(), "L": loss.tolist(),
           "B_crit": np.asarray(bc, float).tolist(),
-          "S_min": s_min(steps, b, bc).tolist(), "C_min": c_min(flops, b, bc).tolist()}
+          "S_min": (steps if none else s_min(steps, b, bc)).tolist(),
+          "C_min": (flops if none else c_min(flops, b, bc)).tolist()}
 
 
 def runs_table(root: str, *, b_crit: BCritSpec = "gns", points: int = 32, warmup: bool = True,
