@@ -8,4 +8,4 @@ from _paper import paper_config  # noqa: E402
 
 
 def get_config():
-  return paper_config(n_layer=12, d_model=768, n_heads=12)
+  return paper_config(n_layer=12, d_model=768, n_heads=12, remat="none")

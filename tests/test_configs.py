@@ -1,0 +1,63 @@
+"""Config files load and validate; overrides are typed; the CLI gives one-line errors."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from scaling_jax import accounting, config as config_lib
+from scaling_jax.train_cli import load_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_loads_and_validates(path):
+  c = load_config(str(path), [])
+  config_lib.validate(c)
+
+
+@pytest.mark.parametrize("name, n_params", [
+    ("gpt_125m", 84_934_656), ("gpt_350m", 301_989_888), ("gpt_1_3b", 1_207_959_552)])
+def test_paper_presets_have_the_gpt3_sizes(name, n_params):
+  c = load_config(str(REPO / "configs" / f"{name}.py"), [])
+  assert accounting.counts(c.model).n_params == n_params
+  assert c.train.batch_size * c.model.n_ctx == 512 * 1024  # the paper's batch
+  assert c.optim.lr_rule == "kaplan" and c.optim.warmup_steps == 3000
+
+
+def test_overrides_are_applied_and_typed():
+  c = load_config(str(REPO / "configs" / "tiny.py"),
+                  ["--config.model.d_model=64", "--config.optim.lr=0.01",
+                   "--config.gns.enabled=False"])
+  assert c.model.d_model == 64 and c.optim.lr == 0.01 and c.gns.enabled is False
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("--config.model.d_modle=64", "d_modle"),
+    ("--config.model.d_model=abc", "d_model"),
+])
+def test_bad_overrides_raise_config_error(override, fragment):
+  with pytest.raises(config_lib.ConfigError, match=fragment):
+    load_config(str(REPO / "configs" / "tiny.py"), [override])
+
+
+def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "scaling_jax.cli", "train", "--config", "configs/tiny.py",
+       "--workdir", str(tmp_path / "run"), "--config.model.n_heads=5"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr
+  assert "n_heads=5 does not divide config.model.d_model=32" in proc.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_cli_lists_commands():
+  proc = subprocess.run([sys.executable, "-m", "scaling_jax.cli", "--help"], cwd=REPO,
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0
+  for name in ("train", "sweep", "fit", "report", "demo", "data"):
+    assert f"  {name}" in proc.stdout
