@@ -26,6 +26,9 @@ from scaling_jax import accounting, checkpoint, config as config_lib, hardware, 
 from scaling_jax import model as model_lib, noise_scale, optim, preflight, rundir, sharding
 
 
+PREEMPTION_SYNC_EVERY = 10  # steps between multi-process checks for a stop signal
+
+
 class TrainingDiverged(RuntimeError):
   """The loss or gradient became NaN/Inf (policy `stop`, or too many skipped steps)."""
 
@@ -308,8 +311,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         log_now = step % config.train.log_every == 0 or step == num_steps
         eval_now = step % config.train.eval_every == 0 or step == num_steps
         ckpt_now = step % config.train.ckpt_every == 0 or step == num_steps
+        # Several processes agree on stopping through a collective, every few steps (all at
+        # the same steps), so a SIGTERM grace period is never outlived by a long log interval.
         stop_signal = _stop_signal(stop.signal) if (
-            jax.process_count() == 1 or log_now) else None
+            jax.process_count() == 1 or log_now or step % PREEMPTION_SYNC_EVERY == 0) else None
         preempted = stop_signal is not None
         if log_now or eval_now or ckpt_now or preempted:
           bad = int(state.bad_steps)
