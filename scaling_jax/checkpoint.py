@@ -1,20 +1,46 @@
 """Checkpoints with Orbax: the train state plus the data iterator position and wall time.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a
-process killed mid-save leaves no step that looks finished. A step that is finished but
-unreadable (truncated or corrupted files) is skipped with a warning and the next older
-one restored: a run never dies on a bad checkpoint while a good one exists.
+What a checkpoint directory guarantees (docs/RELIABILITY.md):
+- Orbax writes each step into `<step>.orbax-checkpoint-tmp-*` and renames it when
+  complete, so a process killed mid-save leaves no step that looks finished; such
+  leftovers are deleted when the next run opens the directory.
+- A finished but unreadable step (truncated or garbled files) is skipped with a warning,
+  moved aside to `RUN/checkpoints_unreadable/`, and the next older one restored: a run
+  never dies on a bad checkpoint while a good one exists, and never silently restarts
+  from scratch when all of them are bad (CheckpointError says what to do).
+- A failed save (disk full, unwritable directory) raises CheckpointError after removing
+  its partial files; the earlier steps are untouched.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
+import sys
 from typing import Any
 
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
+
+UNREADABLE_DIR = "checkpoints_unreadable"  # beside checkpoints/: steps that failed to restore
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written, or none of the existing ones can be read."""
+
+
+def _describe(e: BaseException) -> str:
+  text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+  return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+def _is_primary() -> bool:
+  import jax
+  return jax.process_index() == 0
 
 
 class Checkpointer:
@@ -25,34 +51,119 @@ class Checkpointer:
         enable_async_checkpointing=bool(train_cfg.async_checkpointing),
         create=True,
     )
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    try:
+      self.manager = ocp.CheckpointManager(self.directory, options=options)
+    except OSError as e:
+      raise CheckpointError(f"cannot open the checkpoint directory {self.directory} "
+                            f"({_describe(e)}); make it writable or use another --workdir") from e
+    self._remove_partial()  # half-written saves of a killed run (Orbax's own cleanup is async)
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, extra: dict[str, Any]) -> None:
-    """Saves `state` and the JSON-able `extra` (data iterator state, time) at `step`."""
+    """Saves `state` and the JSON-able `extra` (data iterator state, time) at `step`.
+
+    Raises CheckpointError (the earlier steps intact, this step's partial files removed)
+    when the save fails, e.g. with ENOSPC.
+    """
     if step in self.manager.all_steps():
       return
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+    except Exception as e:  # noqa: BLE001 -- tensorstore reports ENOSPC as ValueError too
+      self._remove_partial(step)
+      raise self._save_error(step, e) from e
+
+  def _save_error(self, step: int, e: BaseException) -> CheckpointError:
+    intact = [s for s in self.steps() if s != step]
+    resume = (f"rerun the same command to resume from step {intact[-1]}" if intact
+              else "rerun the same command to start again")
+    return CheckpointError(
+        f"could not write checkpoint step {step} to {self.directory} ({_describe(e)}); "
+        f"the earlier checkpoints {intact} are intact. Free disk space (or fix the "
+        f"directory's permissions), then {resume}")
+
+  def _remove_partial(self, step: int | None = None) -> None:
+    """Deletes the temporary directories Orbax left for `step` (None: for any step)."""
+    if not _is_primary():
+      return
+    for path in glob.glob(os.path.join(glob.escape(self.directory), f"*{TMP_SUFFIX}*")):
+      name = os.path.basename(path).split(TMP_SUFFIX)[0]
+      if os.path.isdir(path) and (name == str(step) if step is not None else name.isdigit()):
+        log.warning("removing the half-written checkpoint %s", path)
+        shutil.rmtree(path, ignore_errors=True)
 
   def restore_latest(self, abstract_state):
-    """(state, extra) of the newest readable step, or None when there is none."""
+    """(state, extra) of the newest readable step, or None when there is no step at all.
+
+    Unreadable newer steps are moved to RUN/checkpoints_unreadable/ (so that the resumed
+    run can write those steps again); CheckpointError when no step is readable.
+    """
+    failures: list[tuple[int, str]] = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
-        return restored["state"], restored["extra"]
       except Exception as e:  # noqa: BLE001 -- any unreadable step is skipped, loudly
-        log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying an older one",
-                    step, self.directory, type(e).__name__, str(e)[:200])
-        print(f"WARNING: skipping unreadable checkpoint step {step} in {self.directory}: "
-              f"{type(e).__name__}")
+        failures.append((step, _describe(e)))
+        msg = (f"WARNING: checkpoint step {step} in {self.directory} is unreadable "
+               f"({_describe(e)}); trying an older one")
+        log.warning(msg)
+        print(msg, file=sys.stderr, flush=True)
+        continue
+      if failures:
+        self._set_aside([s for s, _ in failures])
+        print(f"WARNING: restored checkpoint step {step} instead of the unreadable newer "
+              f"step(s) {[s for s, _ in failures]} (moved to {self._unreadable_dir()})",
+              file=sys.stderr, flush=True)
+      return restored["state"], restored["extra"]
+    if failures:
+      raise CheckpointError(
+          f"none of the checkpoints {sorted(s for s, _ in failures)} in {self.directory} can "
+          f"be read (step {failures[0][0]}: {failures[0][1]}). If the code or config changed "
+          f"since they were written, resume with the version that wrote them; to start over "
+          f"instead, move {self.directory} away")
     return None
+
+  def _unreadable_dir(self) -> str:
+    return os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR)
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves unreadable step directories out of Orbax's sight, keeping them for autopsy."""
+    if _is_primary():
+      os.makedirs(self._unreadable_dir(), exist_ok=True)
+      for step in steps:
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(self._unreadable_dir(), str(step))
+        n = 1
+        while os.path.exists(dst):
+          dst = os.path.join(self._unreadable_dir(), f"{step}.{n}")
+          n += 1
+        if os.path.isdir(src):
+          os.replace(src, dst)
+    self._sync("set_aside_unreadable")
+    self.manager.reload()
+
+  @staticmethod
+  def _sync(name: str) -> None:
+    import jax
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"scaling_jax.checkpoint.{name}")
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits for an async save; its failure surfaces here as CheckpointError."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(f"an asynchronous checkpoint save in {self.directory} failed "
+                            f"({_describe(e)}); free disk space and rerun the same command "
+                            f"to resume from the newest readable step") from e
 
   def close(self) -> None:
     self.manager.close()

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
+
+from scaling_jax.config import ConfigError
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
@@ -56,6 +59,79 @@ def write_status(run_dir: str, status: str, **extra: Any) -> None:
   if status not in STATUSES:
     raise ValueError(f"status {status!r} is not one of {STATUSES}")
   write_json_atomic(os.path.join(run_dir, STATUS_FILE), {"status": status, **extra})
+
+
+def describe_error(e: BaseException) -> str:
+  """'Type: first line of the message' -- what status.json and a sweep report show."""
+  text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def mark_failed(run_dir: str, error: BaseException | str, **extra: Any) -> bool:
+  """Best-effort status 'failed' with the error; False (and a note on stderr) if even that
+  cannot be written, e.g. on a full disk. Never raises: the caller re-raises the error."""
+  message = error if isinstance(error, str) else describe_error(error)
+  try:
+    write_status(run_dir, "failed", error=message, **extra)
+    return True
+  except OSError as e:
+    print(f"WARNING: could not mark {run_dir} failed ({e}); its status.json is stale",
+          file=sys.stderr)
+    try:
+      os.remove(os.path.join(run_dir, f"{STATUS_FILE}.tmp.{os.getpid()}"))
+    except OSError:
+      pass
+    return False
+
+
+# --- code versions: a run dir records the versions that wrote it -------------------------
+
+VERSION_OVERRIDE_ENV = "SCALING_JAX_ALLOW_VERSION_MISMATCH"
+
+
+def code_versions() -> dict[str, str]:
+  """Versions of scaling_jax and the libraries that decide a run's numbers."""
+  import flax
+  import jax
+  import optax
+  import orbax.checkpoint as ocp
+
+  import scaling_jax
+  return {"scaling_jax": scaling_jax.__version__, "jax": jax.__version__,
+          "flax": flax.__version__, "optax": optax.__version__, "orbax": ocp.__version__}
+
+
+class VersionMismatch(ConfigError):
+  """A run directory written by another scaling_jax version; the message says what to do."""
+
+
+def check_versions(run_dir: str, recorded: dict[str, Any] | None,
+                   current: dict[str, str]) -> list[str]:
+  """Warnings about a run written by other library versions; raises VersionMismatch when
+  scaling_jax itself differs (unless $SCALING_JAX_ALLOW_VERSION_MISMATCH=1).
+
+  Policy: the scaling_jax version decides the model, data order and FLOP accounting, so
+  continuing a run under another one would silently splice two experiments: refused.
+  Other libraries (jax, flax, optax, orbax) change numerics only in the last bits: warned
+  (exact resume is then not guaranteed).
+  """
+  if not recorded:
+    return [f"{run_dir}/config.json records no code versions; cannot check that it was "
+            f"written by scaling_jax {current.get('scaling_jax')}"]
+  mine, theirs = current.get("scaling_jax"), recorded.get("scaling_jax")
+  warnings = []
+  if theirs != mine:
+    msg = (f"{run_dir} was written by scaling_jax {theirs}, this is {mine}: resuming would "
+           f"mix two code versions in one run. Use a new --workdir (or the version that "
+           f"wrote it), or set {VERSION_OVERRIDE_ENV}=1 to resume anyway")
+    if os.environ.get(VERSION_OVERRIDE_ENV, "") not in ("1", "true", "yes"):
+      raise VersionMismatch(msg)
+    warnings.append(msg.split(": resuming")[0] + f"; resuming anyway ({VERSION_OVERRIDE_ENV})")
+  for lib in sorted(set(recorded) | set(current)):
+    if lib != "scaling_jax" and recorded.get(lib) != current.get(lib):
+      warnings.append(f"{run_dir} was written with {lib} {recorded.get(lib)}, this is "
+                      f"{current.get(lib)}; a resumed curve may differ in the last bits")
+  return warnings
 
 
 def is_run_dir(path: str) -> bool:
