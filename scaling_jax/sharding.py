@@ -36,6 +36,7 @@ RULES = (
     ("vocab_in", None),  # the input embedding table: a gather, not a matmul
     ("length", None),
     ("layers", None),
+    ("lstm", None),  # LSTM gates (model_variants): replicated
 )
 
 

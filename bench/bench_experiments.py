@@ -1,0 +1,117 @@
+"""CPU cost of each experiment's CPU-scale sweep, estimated from measured per-step costs.
+
+Trains a few representative CPU-scale models (`experiments/common.py` CPU_SIZES, a large
+batch, Universal Transformers and LSTMs) for a handful of steps on the stdlib corpus,
+measures the steady-state seconds per step (compilation excluded) and the fixed overhead
+of a run (compile, data, eval, checkpoint), fits seconds/step = a + b x FLOPs/step per
+architecture, and sums that model over every entry of every experiment's CPU sweep.
+Writes the "Experiments (CPU scale)" section of BENCHMARKS.md.
+
+Usage: python bench/bench_experiments.py [--steps 15] [--workdir DIR] [--reuse]
+(--reuse: re-estimate from DIR/probes.json, the measurements of an earlier run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from common import REPO, environment, write_section  # bench/common.py
+
+import numpy as np  # noqa: E402
+
+from experiments import common as exp_common  # noqa: E402
+from scaling_jax import accounting, metrics, train  # noqa: E402
+
+HEADING = "## Experiments (CPU scale)"
+PROBES = [  # (arch, n_layer, d_model, batch)
+    ("transformer", 2, 32, 32), ("transformer", 2, 64, 32), ("transformer", 3, 96, 32),
+    ("transformer", 4, 128, 32), ("transformer", 2, 64, 128),
+    ("universal", 2, 64, 32), ("universal", 4, 128, 32),
+    ("lstm", 1, 64, 32), ("lstm", 2, 160, 32), ("lstm", 2, 224, 32),
+]
+
+
+def _step_flops(config) -> float:
+  c = accounting.counts(config.model)
+  return c.flops_per_token_exact * config.train.batch_size * config.model.n_ctx
+
+
+def measure(arch: str, n_layer: int, d_model: int, batch: int, steps: int, root: str) -> dict:
+  entry = exp_common.entry("probe", "cpu", {**exp_common.shape(n_layer, d_model, "cpu"),
+                                            "model.arch": arch, "train.batch_size": batch})
+  config = exp_common.load_config(entry)
+  config.train.update(num_steps=steps, log_every=5, eval_every=steps, ckpt_every=steps,
+                      progress=False)
+  workdir = os.path.join(root, f"{arch}_{n_layer}_{d_model}_{batch}")
+  shutil.rmtree(workdir, ignore_errors=True)
+  t0 = time.perf_counter()
+  train.train_and_evaluate(config, workdir)
+  wall = time.perf_counter() - t0
+  recs = [r for r in metrics.read_metrics(workdir) if "tokens_per_s" in r][1:]  # after compile
+  step_s = float(np.median([batch * config.model.n_ctx / r["tokens_per_s"] for r in recs]))
+  return {"arch": arch, "n_layer": n_layer, "d_model": d_model, "batch": batch,
+          "n_params": accounting.counts(config.model).n_params, "flops": _step_flops(config),
+          "step_s": step_s, "overhead_s": wall - steps * step_s}
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--steps", type=int, default=15)
+  p.add_argument("--workdir", default=None)
+  p.add_argument("--reuse", action="store_true", help="estimate from WORKDIR/probes.json")
+  args = p.parse_args(argv)
+  root = args.workdir or tempfile.mkdtemp(prefix="bench_experiments_")
+  saved = os.path.join(root, "probes.json")
+  if args.reuse:
+    with open(saved) as f:
+      probes, (load0, load1) = (lambda d: (d["probes"], d["load"]))(json.load(f))
+  else:
+    load0 = os.getloadavg()[0]
+    probes = [measure(*pr, args.steps, root) for pr in PROBES]
+    load1 = os.getloadavg()[0]
+    with open(saved, "w") as f:
+      json.dump({"probes": probes, "load": [load0, load1]}, f)
+  model = {}
+  for arch in {pr["arch"] for pr in probes}:
+    sel = [pr for pr in probes if pr["arch"] == arch]
+    b, a = np.polyfit([pr["flops"] for pr in sel], [pr["step_s"] for pr in sel], 1)
+    model[arch] = (max(a, 0.0), b)
+  overhead = float(np.median([pr["overhead_s"] for pr in probes]))
+  rows = []
+  for folder in sorted(d for d in os.listdir(REPO / "experiments") if d[:2].isdigit()):
+    sweep = exp_common.load_module(REPO / "experiments" / folder / "sweep.py")
+    total = 0.0
+    entries = sweep.get_sweep("cpu")
+    for e in entries:
+      cfg = exp_common.load_config(e)
+      a, b = model[cfg.model.arch]
+      total += overhead + cfg.train.num_steps * (a + b * _step_flops(cfg))
+    rows.append((folder, len(entries), total))
+  lines = [HEADING, "",
+           f"`python bench/bench_experiments.py --steps {args.steps}` on {environment()}; "
+           f"load average {load0:.1f} -> {load1:.1f} during the run (other jobs shared the "
+           "cores, so these are upper bounds).", "",
+           "Measured (steady state, compilation excluded; overhead = compile + data + eval + "
+           "checkpoint of one run):", "",
+           "| arch | n_layer | d_model | batch (seqs x 128) | N | s/step | run overhead (s) |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+  lines += [f"| {pr['arch']} | {pr['n_layer']} | {pr['d_model']} | {pr['batch']} | "
+            f"{pr['n_params']:,} | {pr['step_s']:.3f} | {pr['overhead_s']:.1f} |" for pr in probes]
+  lines += ["", "Estimated CPU time of each experiment's CPU sweep (s/step = a + b x FLOPs/step "
+            "fitted per architecture, plus the median overhead per run):", "",
+            "| experiment | runs | estimated CPU time |", "| --- | --- | --- |"]
+  lines += [f"| {f} | {n} | {t / 60:.0f} min |" for f, n, t in rows]
+  text = "\n".join(lines) + "\n"
+  print(text)
+  write_section(text, HEADING)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

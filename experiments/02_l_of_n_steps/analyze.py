@@ -1,0 +1,99 @@
+"""Experiment 2, L(N, S_min): learning curves of the size ladder, adjusted to the critical batch.
+
+Each eval-loss point at step S becomes S_min = S / (1 + B_crit(L)/B) (Kaplan §5.1), with
+B_crit(L) from the run's gradient noise scale (default), Kaplan's B_*/L^(1/alpha_B), or
+none; then L(N, S_min) = (N_c/N)^alpha_N + (S_c/S_min)^alpha_S is fitted (Kaplan Fig. 4
+right, Table 3) and printed beside the paper's.
+Usage: python experiments/02_l_of_n_steps/analyze.py SWEEP_DIR [--b-crit gns|kaplan|none]
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+_ROOT = str(pathlib.Path(__file__).resolve().parents[2])  # the repo root, for `experiments`
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+import numpy as np  # noqa: E402
+
+from experiments import common  # noqa: E402
+from scaling_jax.scaling import runs as runs_lib  # noqa: E402
+
+NAME = "02_l_of_n_steps"
+
+
+def learning_table(runs, b_crit: str = "gns", points: int = 32) -> dict[str, np.ndarray]:
+  """The fitter's table (N, S, S_min, C, C_min, L, B_crit per point) of the runs' curves."""
+  rows: dict[str, list] = {}
+  warnings: list[str] = []
+  for r in runs:
+    for k, v in runs_lib.run_rows(r.path, b_crit=b_crit, points=points,
+                                  warnings=warnings).items():
+      rows.setdefault(k, []).extend(v)
+  if not rows:
+    raise common.ExperimentError("no usable learning-curve points: " + "; ".join(warnings[:3]))
+  return {k: np.asarray(v, dtype=object if k == "run" else float) for k, v in rows.items()}
+
+
+def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict:
+  runs = [r for r in common.load_runs(run_dirs) if r.arch == "transformer"]
+  tab = learning_table(runs, b_crit)
+  if len(np.unique(tab["N"])) < 2:
+    raise common.ExperimentError("L(N, S_min) needs learning curves of >= 2 sizes; run "
+                                 "experiments/02_l_of_n_steps/sweep.py")
+  res, note = common.try_fit("L_N_Smin", tab, bootstrap=bootstrap)
+  p = common.fit_params(res)
+  ref = "L_N_S.fit_table3."
+  print(common.comparison(f"L(N, S_min), B_crit from {b_crit} ({len(tab['L'])} points)", [
+      ("alpha_N", p.get("alpha_N"), common.paper(ref + "alpha_N"), note),
+      ("alpha_S", p.get("alpha_S"), common.paper(ref + "alpha_S"), ""),
+      ("N_c", p.get("N_c"), common.paper(ref + "N_c"), ""),
+      ("S_c (steps)", p.get("S_c"), common.paper(ref + "S_c"), ""),
+      ("median B_crit / B", float(np.nanmedian(tab["B_crit"] / tab["B"])), None,
+       "S_min = S / (1 + B_crit/B)"),
+  ]))
+
+  fig, (ax_s, ax_m) = common.figure(2)
+  cmap = __import__("matplotlib").colormaps["viridis"]
+  ns = np.unique(tab["N"])
+  colors = {n: cmap(0.9 * i / max(len(ns) - 1, 1)) for i, n in enumerate(ns)}
+  for run in dict.fromkeys(tab["run"]):
+    m = tab["run"] == run
+    n = tab["N"][m][0]
+    ax_s.plot(tab["S"][m], tab["L"][m], "o-", ms=3, color=colors[n], label=f"{run}: N = {n:.3g}")
+    ax_m.plot(tab["S_min"][m], tab["L"][m], "o", ms=3, color=colors[n], gid=f"points:{run}")
+  for n in ns if res is not None else ():
+    m = tab["N"] == n
+    s = np.geomspace(tab["S_min"][m].min(), tab["S_min"][m].max() * 10, 100)
+    ax_m.plot(s, res.predict({"N": np.full_like(s, n), "S_min": s}).value, "-",
+              color=colors[n], alpha=0.7, gid=f"fit:{n:g}")
+  for ax, x in ((ax_s, "steps S"), (ax_m, f"S_min (B_crit: {b_crit})")):
+    common.log_axes(ax)
+    ax.set_xlabel(x)
+    ax.set_ylabel("eval loss (nats/token)")
+  ax_s.legend(fontsize="small")
+  ax_s.set_title("Learning curves")
+  ax_m.set_title("L(N, S_min) fit" if res is not None else "L(N, S_min): fit failed")
+  fig_path = common.save_figure(fig, out, "l_of_n_s_min.png")
+  summary = {"b_crit": b_crit, "n_points": int(len(tab["L"])), "fit": p, "note": note,
+             "paper": {k: common.paper(ref + k) for k in ("alpha_N", "alpha_S", "N_c", "S_c")},
+             "figure": fig_path}
+  common.write_summary(out, summary)
+  print(f"figure: {fig_path}")
+  return summary
+
+
+def main(argv=None) -> int:
+  parser = common.arg_parser(__doc__.splitlines()[0])
+  parser.add_argument("--b-crit", default="gns", choices=("gns", "kaplan", "none"),
+                      help="B_crit(L) for the S_min adjustment")
+  args = parser.parse_args(argv)
+  out = common.out_dir(args, NAME)
+  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap,
+                                             b_crit=args.b_crit))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

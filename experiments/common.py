@@ -1,0 +1,379 @@
+"""What the experiments share: sweep entries at CPU or pod scale, reading runs, the paper's
+numbers beside ours, figures, and the per-token-position loss of a run's final checkpoint.
+
+Sweep files (`experiments/NN_name/sweep.py`) return entries
+`{"name", "config": "configs/X.py", "overrides": {"model.d_model": 64, ...}}` for
+`scaling-jax sweep`; analyses (`analyze.py`) read the run directories it leaves through
+`scaling_jax.rundir` and `scaling_jax.metrics` only, and fit with `scaling_jax.scaling`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib.util
+import json
+import math
+import os
+import pathlib
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from scaling_jax import metrics as metrics_lib
+from scaling_jax import rundir
+from scaling_jax.scaling import laws
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCALES = ("cpu", "pod")
+SCALE_ENV = "SCALING_JAX_SCALE"  # `SCALING_JAX_SCALE=pod scaling-jax sweep ...`
+CPU_CONFIG = "configs/cpu_demo.py"  # n_ctx 128, 4096-token BPE on the stdlib corpus
+POD_CONFIG = "configs/gpt_125m.py"  # the paper's setup: n_ctx 1024, batch 512, Kaplan LR(N)
+EVAL_KEY = "eval/validation/loss"
+
+# Training length at CPU scale (cpu_demo.py trains 600 steps; experiments halve it to stay
+# within minutes per run); an entry's own overrides win.
+CPU_TRAIN = {"train.num_steps": 300, "train.log_every": 25, "train.eval_every": 50}
+
+# (n_layer, d_model) ladders with d_ff = 4 d_model and 32- (CPU) or 64-wide (pod) heads.
+CPU_SIZES = ((2, 32), (2, 64), (3, 96), (4, 128))  # N = 25k .. 786k, ~32x
+POD_SIZES = ((6, 384), (8, 512), (12, 768), (24, 1024), (24, 1536))  # N = 11M .. 680M
+
+
+class ExperimentError(ValueError):
+  """Runs an analysis cannot use; the message says which runs to add."""
+
+
+# ------------------------------------------------------------------------------ sweeps
+
+
+def resolve_scale(scale: str | None) -> str:
+  """`scale`, or $SCALING_JAX_SCALE, or "cpu"; checked against SCALES."""
+  scale = scale or os.environ.get(SCALE_ENV) or "cpu"
+  if scale not in SCALES:
+    raise ExperimentError(f"scale={scale!r} is not one of {SCALES}; pass scale='cpu' or 'pod' "
+                          f"(or set {SCALE_ENV})")
+  return scale
+
+
+def base_config(scale: str) -> str:
+  return CPU_CONFIG if resolve_scale(scale) == "cpu" else POD_CONFIG
+
+
+def shape(n_layer: int, d_model: int, scale: str, d_ff: int | None = None,
+          n_heads: int | None = None) -> dict[str, int]:
+  """Model-shape overrides; heads default to 32 (CPU) or 64 (pod) wide."""
+  head = 32 if resolve_scale(scale) == "cpu" else 64
+  return {"model.n_layer": n_layer, "model.d_model": d_model,
+          "model.d_ff": d_ff if d_ff is not None else 4 * d_model,
+          "model.n_heads": n_heads if n_heads is not None else max(1, d_model // head)}
+
+
+def sizes(scale: str) -> tuple[tuple[int, int], ...]:
+  return CPU_SIZES if resolve_scale(scale) == "cpu" else POD_SIZES
+
+
+def entry(name: str, scale: str, overrides: dict[str, Any]) -> dict[str, Any]:
+  """One sweep entry on the scale's base config (CPU_TRAIN under the overrides at CPU scale)."""
+  base = CPU_TRAIN if resolve_scale(scale) == "cpu" else {}
+  return {"name": name, "config": base_config(scale), "overrides": {**base, **overrides}}
+
+
+def load_config(sweep_entry: dict[str, Any]):
+  """The ConfigDict a sweep entry trains with, built the way `scaling-jax sweep` builds it
+  (its config file, then the overrides as --config.KEY=VALUE flags)."""
+  from scaling_jax import sweep as sweep_lib
+  return sweep_lib.load_run_config(str(REPO / sweep_entry["config"]),
+                                   sweep_entry.get("overrides", {}))
+
+
+def load_module(path: str | os.PathLike, name: str | None = None):
+  """Imports a file (a sweep.py or analyze.py in a folder whose name starts with a digit)."""
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(name or f"_exp_{path.parent.name}_{path.stem}",
+                                                path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+@dataclasses.dataclass
+class Run:
+  """One run directory: its config, static facts and metrics records."""
+  path: str
+  config: dict[str, Any]
+  facts: dict[str, Any]
+  records: list[dict[str, Any]]
+  status: str
+
+  @property
+  def name(self) -> str:
+    return os.path.basename(os.path.normpath(self.path))
+
+  @property
+  def n_params(self) -> float:
+    return float(self.facts["n_params"])
+
+  @property
+  def n_total(self) -> float:
+    return float(self.facts["n_params_total"])
+
+  @property
+  def arch(self) -> str:
+    return self.facts.get("arch") or self.config.get("model", {}).get("arch", "transformer")
+
+  @property
+  def model(self) -> dict[str, Any]:
+    return self.config.get("model", {})
+
+  def series(self, key: str = EVAL_KEY) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) with finite values only."""
+    s, v = (np.asarray(x, float) for x in metrics_lib.series(self.records, key))
+    ok = np.isfinite(v)
+    return s[ok], v[ok]
+
+  def final(self, key: str = EVAL_KEY) -> float:
+    """The last logged value of `key` (NaN if never logged)."""
+    _, v = self.series(key)
+    return float(v[-1]) if len(v) else math.nan
+
+  def best(self, key: str = EVAL_KEY) -> float:
+    """The lowest logged value (early stopping on the eval loss)."""
+    _, v = self.series(key)
+    return float(v.min()) if len(v) else math.nan
+
+  def value_at(self, key: str, step: float) -> float:
+    """`key` at the logged step nearest to `step`."""
+    s, v = self.series(key)
+    return float(v[np.abs(s - step).argmin()]) if len(v) else math.nan
+
+
+def load_runs(dirs: str | Sequence[str], statuses: tuple[str, ...] | None = None) -> list[Run]:
+  """Every run directory at or below each of `dirs`, with a readable config and metrics."""
+  dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
+  paths = sorted({p for d in dirs for p in rundir.find_runs(str(d))})
+  out = []
+  for p in paths:
+    cfg = rundir.read_config(p) or {}
+    status = rundir.read_status(p)["status"]
+    if "facts" not in cfg or (statuses and status not in statuses):
+      continue
+    records = metrics_lib.read_metrics(p)
+    if records:
+      out.append(Run(p, cfg.get("config", {}), cfg["facts"], records, status))
+  if not out:
+    raise ExperimentError(f"no run directories with config.json and metrics under {dirs}; "
+                          "run the experiment's sweep first (see experiments/README.md)")
+  return out
+
+
+def group_by(runs: Iterable[Run], key) -> dict[Any, list[Run]]:
+  out: dict[Any, list[Run]] = {}
+  for r in runs:
+    out.setdefault(key(r), []).append(r)
+  return out
+
+
+def as_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+  """Row dicts -> the fitter's column table."""
+  keys = list(dict.fromkeys(k for r in rows for k in r))
+  return {k: np.asarray([r.get(k, math.nan) for r in rows],
+                        dtype=object if k == "run" else float) for k in keys}
+
+
+# ------------------------------------------------------------------------------ paper
+
+
+@functools.lru_cache(maxsize=1)
+def reference() -> dict[str, Any]:
+  """scaling_jax/scaling/reference/kaplan2020.json."""
+  with open(REPO / "scaling_jax" / "scaling" / "reference" / "kaplan2020.json") as f:
+    return json.load(f)
+
+
+def paper(dotted: str) -> float:
+  """A constant of the paper, e.g. paper("L_N_S.fit_table3.alpha_N")."""
+  node = reference()
+  for part in dotted.split("."):
+    node = node[part]
+  return float(node["value"] if isinstance(node, dict) else node)
+
+
+def comparison(title: str, rows: Sequence[tuple[str, Any, Any, str]]) -> str:
+  """A text table: quantity | ours | paper | note."""
+  def fmt(v):
+    if v is None:
+      return "-"
+    if isinstance(v, (float, int, np.floating)):
+      return "nan" if not np.isfinite(v) else f"{float(v):.4g}"
+    return str(v)
+  lines = [title, f"  {'quantity':<36} {'ours':>12} {'paper':>12}  note"]
+  lines += [f"  {q:<36} {fmt(o):>12} {fmt(p):>12}  {n}" for q, o, p, n in rows]
+  return "\n".join(lines)
+
+
+def try_fit(law: str | laws.Law, table: dict[str, np.ndarray], *, bootstrap: int = 0,
+            **kw) -> tuple[Any, str]:
+  """(FitResult, "") or (None, why): an analysis reports a failed fit instead of dying."""
+  from scaling_jax.scaling import fit
+  try:
+    res = fit.fit_law(law, table, bootstrap=bootstrap, drop_invalid=True,
+                      require_convergence=False, **kw)
+  except laws.FitError as e:
+    return None, str(e)
+  note = "" if res.converged else "did not converge"
+  if res.unidentifiable:
+    note = (note + "; " if note else "") + f"unidentifiable: {', '.join(res.unidentifiable)}"
+  return res, note
+
+
+def fit_params(res) -> dict[str, float]:
+  return dict(res.params) if res is not None else {}
+
+
+# A plain power law y = k x^p, for empirical trends such as N_opt(C) (exp. 5).
+POWER_LAW = laws.register(laws.Law(
+    "experiments_power_law", ("k", "p"), ("x",),
+    lambda p, x: p["k"] * (x["x"] ** p["p"]), {"k": (1e-12, 1e12), "p": (0.01, 3.0)},
+    output="y", doc="y = k x^p (an empirical trend, p > 0)"))
+
+
+# ------------------------------------------------------------------------------ CLI, output
+
+
+def arg_parser(description: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=description)
+  p.add_argument("runs", nargs="+", help="sweep directories (or run directories) to analyse")
+  p.add_argument("--out", default=None,
+                 help="where to write the figure and summary.json (default: RUNS[0]/analysis)")
+  p.add_argument("--bootstrap", type=int, default=0,
+                 help="bootstrap resamples for fit intervals (e.g. 200; 0 = none)")
+  return p
+
+
+def run_analysis(fn) -> int:
+  """main()'s exit code: 0, or 2 with a one-line error for runs the analysis cannot use."""
+  import sys
+  from scaling_jax.scaling.batch import BatchSweepError
+  try:
+    fn()
+  except (ExperimentError, laws.FitError, BatchSweepError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+def out_dir(args: argparse.Namespace, name: str) -> str:
+  out = args.out or os.path.join(args.runs[0], "analysis", name)
+  os.makedirs(out, exist_ok=True)
+  return out
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 4.0):
+  """(Figure, axes list) without pyplot (no global backend state)."""
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(width * ncols, height * nrows))
+  axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(nrows * ncols)]
+  return fig, axes
+
+
+def log_axes(ax, y: bool = True) -> None:
+  """Log-log (or log-x) axes; plain numbers on a log y axis that spans less than a decade."""
+  from matplotlib.ticker import (LogFormatterSciNotation, LogLocator, NullFormatter,
+                                 ScalarFormatter)
+  ax.set_xscale("log")
+  ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+  ax.xaxis.set_minor_formatter(NullFormatter())
+  if y:
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def save_figure(fig, out: str, name: str) -> str:
+  path = os.path.join(out, name)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  return path
+
+
+def write_summary(out: str, summary: dict[str, Any]) -> str:
+  path = os.path.join(out, "summary.json")
+  rundir.write_json_atomic(path, _jsonable(summary))
+  return path
+
+
+def _jsonable(obj: Any) -> Any:
+  if isinstance(obj, dict):
+    return {str(k): _jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_jsonable(v) for v in obj]
+  if isinstance(obj, np.ndarray):
+    return _jsonable(obj.tolist())
+  if isinstance(obj, (np.floating, np.integer, np.bool_)):
+    return obj.item()
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
+
+
+# ------------------------------------------------------------------------------ per position
+
+
+def loss_by_position(run_dir: str, eval_set: str = "validation",
+                     step: int | None = None) -> np.ndarray:
+  """Mean next-token loss (nats) at each context position [n_ctx] of a run's checkpoint.
+
+  Restores only the parameters of the latest (or `step`'s) checkpoint with Orbax, on one
+  device whatever mesh trained them, and evaluates the run's own eval batches of
+  `eval_set`; the mean over positions is the trainer's `eval/<set>/loss` at that step.
+  """
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import optax
+  import orbax.checkpoint as ocp
+
+  from scaling_jax import data as data_lib, model as model_lib, sharding
+
+  cfg_json = rundir.read_config(run_dir)
+  if not cfg_json:
+    raise ExperimentError(f"{run_dir} has no config.json; pass a run directory")
+  config = ml_collections.ConfigDict(cfg_json["config"])
+  ckpt_root = os.path.join(run_dir, rundir.CHECKPOINT_DIR)
+  steps = sorted(int(s) for s in os.listdir(ckpt_root) if s.isdigit()) if os.path.isdir(
+      ckpt_root) else []
+  if not steps:
+    raise ExperimentError(f"{run_dir} has no checkpoint to evaluate; train it first")
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise ExperimentError(f"{run_dir} has checkpoints at steps {steps}, not {step}")
+  model = model_lib.build(config.model)
+  n_ctx = int(config.model.n_ctx)
+  boxed = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, n_ctx), jnp.int32))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                                 sharding=device),
+                                   sharding.strip_boxes(boxed)["params"])}
+  restored = ocp.PyTreeCheckpointer().restore(
+      os.path.join(ckpt_root, str(step), "state"),
+      args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(
+                                      target)))
+
+  @jax.jit
+  def per_position(params, tokens_BT1):
+    logits_BTV = model.apply({"params": params}, tokens_BT1[:, :-1])
+    loss_BT = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BTV.astype(jnp.float32), tokens_BT1[:, 1:])
+    return loss_BT.mean(axis=0)
+
+  batches = data_lib.make_eval_batches(config, eval_set)
+  losses = [np.asarray(per_position(restored["params"], jnp.asarray(b))) for b in batches]
+  return np.mean(losses, axis=0)

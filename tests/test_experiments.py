@@ -1,0 +1,316 @@
+"""Every experiment's sweep definition and analysis, on small real runs so none of them rots.
+
+One set of tiny runs on the array corpus is trained once per session (`tiny_runs`, cached)
+and shared by the analyses: four models (three N values; B and C share N with different
+shapes) evaluated on three eval sets, two more batch sizes of A, A on a 2k-token dataset
+with Kaplan's LR rule and a constant schedule (experiments 3 and 9 both use it: its D, its
+LR and its schedule differ from A's), and an LSTM and a Universal Transformer.
+"""
+
+import atexit
+import functools
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+from experiments import common
+from scaling_jax import accounting, optim, rundir
+from scaling_jax.config import validate
+from tests.helpers import tiny_config, write_token_array
+
+EXPERIMENTS = sorted(p.name for p in (common.REPO / "experiments").iterdir()
+                     if p.is_dir() and p.name[:2].isdigit())
+EVAL_SETS = ("validation", "ood_prose", "ood_numpy")
+
+# name -> (n_layer, d_model, d_ff, n_heads); B and C have the same N = 12288.
+SHAPES = {"A": (1, 16, 64, 4), "B": (1, 32, 128, 4), "C": (2, 24, 80, 4), "D": (1, 64, 256, 4)}
+GROUPS = {
+    "sizes": [(s, s, {"data.eval_sets": EVAL_SETS}) for s in "ABCD"],
+    "batch": [("A_b32", "A", {"train.batch_size": 32}), ("A_b64", "A", {"train.batch_size": 64})],
+    "data_lr": [("A_D2k_kaplan_constant", "A", {
+        "data.max_tokens": 2048, "optim.lr_rule": "kaplan", "optim.schedule": "constant",
+        "gns.enabled": False})],
+    "arch": [("lstm", "B", {"model.arch": "lstm", "gns.enabled": False}),
+             ("universal", "C", {"model.arch": "universal", "gns.enabled": False})],
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _root() -> pathlib.Path:
+  root = pathlib.Path(tempfile.mkdtemp(prefix="scaling_jax_experiment_tests_"))
+  atexit.register(shutil.rmtree, root, ignore_errors=True)
+  corpus = root / "corpus"
+  corpus.mkdir()
+  write_token_array(corpus, vocab=128)
+  rng = np.random.default_rng(1)
+  np.save(corpus / "tokens.ood_prose.npy", ((np.arange(4000) * 5) % 128).astype(np.int32))
+  np.save(corpus / "tokens.ood_numpy.npy", rng.integers(0, 128, 4000).astype(np.int32))
+  return root
+
+
+def run_config(shape: str, overrides: dict):
+  """A tiny run: 30 steps, eval every 5, one checkpoint at the end."""
+  c = tiny_config(_root() / "corpus" / "tokens.npy", num_steps=30, log_every=5, eval_every=5,
+                  ckpt_every=30)
+  n, d, f, h = SHAPES[shape]
+  c.model.update(n_layer=n, d_model=d, d_ff=f, n_heads=h)
+  c.data.eval_batches = 1
+  for dotted, value in overrides.items():
+    section, key = dotted.split(".")
+    c[section][key] = value
+  return c
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_runs(group: str) -> str:
+  """Trains (once per process) the runs of GROUPS[group]; returns their directory."""
+  from scaling_jax import train
+  out = _root() / group
+  for name, shape, overrides in GROUPS[group]:
+    result = train.train_and_evaluate(run_config(shape, overrides), str(out / name))
+    assert result["status"] == "finished"
+  return str(out)
+
+
+def _analysis(name: str):
+  return common.load_module(common.REPO / "experiments" / name / "analyze.py")
+
+
+# ------------------------------------------------------------------------------ definitions
+
+
+def test_there_are_nine_experiments_each_with_a_readme_line():
+  assert len(EXPERIMENTS) == 9
+  readme = (common.REPO / "experiments" / "README.md").read_text()
+  for name in EXPERIMENTS:
+    folder = common.REPO / "experiments" / name
+    assert (folder / "sweep.py").is_file() and (folder / "analyze.py").is_file()
+    assert f"experiments/{name}/sweep.py" in readme and f"experiments/{name}/analyze.py" in readme
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_sweeps_build_valid_configs_at_both_scales(name):
+  sweep = common.load_module(common.REPO / "experiments" / name / "sweep.py")
+  for scale in common.SCALES:
+    entries = sweep.get_sweep(scale)
+    assert entries and len({e["name"] for e in entries}) == len(entries)
+    for e in entries:
+      assert set(e) == {"name", "config", "overrides"}
+      assert e["config"] == common.base_config(scale)
+      config = common.load_config(e)
+      validate(config)  # raises ConfigError on a bad override
+      for dotted, value in e["overrides"].items():
+        section, key = dotted.split(".")
+        assert config[section][key] == value
+
+
+def test_scale_comes_from_the_argument_or_the_environment(monkeypatch):
+  monkeypatch.setenv(common.SCALE_ENV, "pod")
+  assert common.resolve_scale(None) == "pod" and common.resolve_scale("cpu") == "cpu"
+  with pytest.raises(common.ExperimentError, match="scale='cpu' or 'pod'"):
+    common.resolve_scale("gpu")
+
+
+def test_shape_sweep_holds_n_within_15_percent():
+  sweep = common.load_module(common.REPO / "experiments" / "06_shape" / "sweep.py")
+  for scale in common.SCALES:
+    ns = [accounting.counts(common.load_config(e).model).n_params for e in sweep.get_sweep(scale)]
+    assert max(ns) / min(ns) < 1.35 and np.std(np.log(ns)) < 0.1
+
+
+def test_lr_sweep_scans_around_kaplans_rule():
+  sweep = common.load_module(common.REPO / "experiments" / "09_lr_schedule" / "sweep.py")
+  entries = sweep.get_sweep("cpu")
+  e = next(e for e in entries if e["name"].endswith("_lr2x"))
+  n = accounting.counts(common.load_config(e).model).n_params
+  assert e["overrides"]["optim.lr"] == pytest.approx(2 * optim.kaplan_lr(n))
+  rule = [e for e in entries if e["overrides"]["optim.lr_rule"] == "kaplan"]
+  assert {e["overrides"]["optim.schedule"] for e in rule} == {"cosine", "constant"}
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+def test_overfitting_rule_from_table_2_is_the_papers_5e3_n_074():
+  exp3 = _analysis("03_l_of_n_d")
+  p = {k: common.paper(f"L_N_D.fit_table2.{k}") for k in ("alpha_N", "alpha_D", "N_c", "D_c")}
+  k, e = exp3.overfitting_rule(p)
+  assert e == pytest.approx(0.74, abs=0.005)
+  assert 4e3 < k < 6e3  # the 2% penalty threshold reproduces "D >~ 5e3 N^0.74"
+  x = 1e8 ** e / (k * 1e8 ** e)  # exactly at the rule
+  assert exp3.penalty_curve(p, np.array([x]))[0] == pytest.approx(0.02, rel=1e-6)
+
+
+def test_off_optimal_size_costs_about_20_percent_with_the_papers_fit():
+  exp5 = _analysis("05_compute_frontier")
+  p = {k: common.paper(f"L_N_S.fit_table3.{k}") for k in ("alpha_N", "alpha_S")}
+  extra = exp5.excess_compute(p, [0.6, 1.0, 2.2])
+  assert extra[1] == pytest.approx(0.0, abs=1e-12)
+  assert 0.12 < extra[0] < 0.22 and 0.15 < extra[2] < 0.25  # "~20% extra compute"
+  ks = np.geomspace(0.3, 3, 201)
+  assert ks[np.argmin(exp5.excess_compute(p, ks))] == pytest.approx(1.0, rel=0.02)
+
+
+def test_best_lr_refines_a_bracketed_minimum():
+  exp9 = _analysis("09_lr_schedule")
+  lr = np.array([2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3])
+  loss = 3.0 + (np.log(lr) - np.log(1.3e-3)) ** 2
+  assert exp9.best_lr(lr, loss) == pytest.approx(1.3e-3, rel=1e-6)
+  assert exp9.best_lr(lr[:2], loss[:2]) == 5e-4  # not bracketed: the best scanned
+
+
+def test_n_groups_clusters_within_tolerance():
+  exp6 = _analysis("06_shape")
+  ids = exp6.n_groups(np.array([100.0, 1000.0, 110.0, 1200.0, 5000.0]), 1.3)
+  assert ids[0] == ids[2] and ids[1] == ids[3] and len(set(ids)) == 3
+
+
+# ------------------------------------------------------------------------------ analyses
+
+
+@pytest.mark.slow
+def test_01_l_of_n(tmp_path, capsys):
+  runs = tiny_runs("sizes")
+  exp = _analysis("01_l_of_n")
+  assert exp.main([runs, "--out", str(tmp_path)]) == 0
+  s = rundir.read_json(str(tmp_path / "summary.json"))
+  pts = {p["run"]: p for p in s["points"]}
+  for name in "ABCD":
+    facts = rundir.read_config(os.path.join(runs, name))["facts"]
+    assert pts[name]["N"] == facts["n_params"] and pts[name]["N_total"] == facts["n_params_total"]
+  # Same N, different depth: different total parameter counts (the paper's point).
+  assert pts["B"]["N"] == pts["C"]["N"] and pts["B"]["N_total"] != pts["C"]["N_total"]
+  assert s["fit_N"]["alpha_N"] > 0 and math.isfinite(s["rms_log_residual_N"])
+  assert (tmp_path / "l_of_n.png").stat().st_size > 10_000
+  assert "0.076" in capsys.readouterr().out  # the paper's alpha_N printed beside ours
+
+
+@pytest.mark.slow
+def test_02_l_of_n_s_min(tmp_path):
+  exp = _analysis("02_l_of_n_steps")
+  runs = common.load_runs(tiny_runs("sizes"))
+  tab = exp.learning_table(runs, "gns")
+  assert np.all(tab["S_min"] < tab["S"]) and np.all(tab["B_crit"] > 0)
+  np.testing.assert_allclose(tab["S_min"], tab["S"] / (1 + tab["B_crit"] / tab["B"]))
+  s = exp.analyze(tiny_runs("sizes"), str(tmp_path))
+  assert s["n_points"] == len(tab["L"]) and set(s["fit"]) == {"N_c", "S_c", "alpha_N", "alpha_S"}
+  assert (tmp_path / "l_of_n_s_min.png").is_file()
+
+
+@pytest.mark.slow
+def test_03_l_of_n_d(tmp_path):
+  exp = _analysis("03_l_of_n_d")
+  s = exp.analyze([tiny_runs("sizes"), tiny_runs("data_lr")], str(tmp_path))
+  d = {p["run"]: p["D"] for p in s["points"]}
+  assert d["A_D2k_kaplan_constant"] == 2048 and d["A"] == 60_000
+  # Early stopping: the loss is the lowest eval loss the run logged.
+  a = common.load_runs(tiny_runs("data_lr"))[0]
+  assert a.records[-1]["epoch"] > 3  # 30 steps x 512 tokens over 2048 tokens: it repeats
+  assert next(p["L"] for p in s["points"] if p["run"] == a.name) == min(a.series()[1])
+  p = s["fit"]
+  n = np.array([q["N"] for q in s["points"]])
+  l = np.array([q["L"] for q in s["points"]])
+  np.testing.assert_allclose(s["penalty"], l / (p["N_c"] / n) ** p["alpha_N"] - 1, rtol=1e-9)
+  assert (tmp_path / "l_of_n_d.png").is_file()
+
+
+@pytest.mark.slow
+def test_04_critical_batch(tmp_path, capsys):
+  exp = _analysis("04_critical_batch")
+  sizes = tiny_runs("sizes")
+  s = exp.analyze([os.path.join(sizes, "A"), os.path.join(sizes, "B"), tiny_runs("batch")],
+                  str(tmp_path))
+  assert sorted(s["runs"]) == ["A", "A_b32", "A_b64"]  # the model with the most batch sizes
+  assert sorted(s["sweep"]["batch_tokens"]) == [16 * 32, 32 * 32, 64 * 32]
+  assert s["sweep"]["levels"] and all(lv["b_crit"] > 0 for lv in s["sweep"]["levels"])
+  assert (tmp_path / "b_crit_vs_loss.png").is_file()
+  assert (tmp_path / "steps_vs_examples.png").is_file()
+  # A sweep without a batch-size scan: exit code 2 and a one-line error, no traceback.
+  assert exp.main([tiny_runs("sizes"), "--out", str(tmp_path / "x")]) == 2
+  assert "error: 1 distinct batch sizes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_05_compute_frontier(tmp_path):
+  exp = _analysis("05_compute_frontier")
+  runs = common.load_runs(tiny_runs("sizes"))
+  env = exp.envelope(runs)
+  assert set(env["N_opt"]) <= {r.n_params for r in runs}
+  for r in runs:  # the envelope is below every curve where that curve exists
+    steps, loss = r.series()
+    c = np.array([r.value_at("flops", x) for x in steps])
+    inside = (env["C"] >= c.min()) & (env["C"] <= c.max())
+    interp = np.interp(np.log(env["C"][inside]), np.log(c), loss)
+    assert np.all(env["L"][inside] <= interp + 1e-12)
+  s = exp.analyze(tiny_runs("sizes"), str(tmp_path))
+  assert s["excess_compute_paper"][s["size_factors"].index(1.0)] == pytest.approx(0, abs=1e-12)
+  assert "closed_form" in s and s["closed_form"]["loss_ratio"] > 1
+  assert (tmp_path / "compute_frontier.png").is_file()
+
+
+@pytest.mark.slow
+def test_06_shape(tmp_path):
+  exp = _analysis("06_shape")
+  s = exp.analyze(tiny_runs("sizes"), str(tmp_path))
+  (group,) = s["groups"]  # only B and C share N
+  assert sorted(group["runs"]) == ["B", "C"] and group["N_ref"] == pytest.approx(12288)
+  inc = sorted(p["increase"] for p in s["points"] if "increase" in p)
+  assert inc[0] == 0.0 and inc[1] == pytest.approx(group["max_increase"]) and inc[1] > 0
+  assert (tmp_path / "shape.png").is_file()
+
+
+@pytest.mark.slow
+def test_07_transfer(tmp_path):
+  exp = _analysis("07_transfer")
+  runs = tiny_runs("sizes")
+  s = exp.analyze(runs, str(tmp_path))
+  assert s["sets"] == ["validation", "ood_numpy", "ood_prose"]
+  loaded = common.load_runs(runs)
+  diff = [r.final("eval/ood_numpy/loss") - r.final("eval/validation/loss") for r in loaded]
+  assert s["per_set"]["ood_numpy"]["offset"] == pytest.approx(np.mean(diff))
+  assert s["per_set"]["ood_numpy"]["offset"] > 0.2  # uniform random tokens transfer worst
+  with pytest.raises(common.ExperimentError, match="eval_sets"):
+    exp.analyze(tiny_runs("batch"), str(tmp_path / "none"))  # validation only
+
+
+@pytest.mark.slow
+def test_08_architectures_and_loss_by_position(tmp_path):
+  exp = _analysis("08_architectures")
+  arch = tiny_runs("arch")
+  for name in ("lstm", "universal"):
+    run = os.path.join(arch, name)
+    by_pos = common.loss_by_position(run)
+    assert by_pos.shape == (32,) and np.all(np.isfinite(by_pos))
+    # The mean over positions is the trainer's own eval loss on the same batches.
+    final = common.load_runs(run)[0].final()
+    assert float(by_pos.mean()) == pytest.approx(final, abs=2e-4)
+  s = exp.analyze([tiny_runs("sizes"), arch], str(tmp_path))
+  assert set(s["per_arch"]) == {"transformer", "universal", "lstm"}
+  uni = s["per_arch"]["universal"]
+  c_twin = common.load_runs(os.path.join(tiny_runs("sizes"), "C"))[0].final("flops")
+  assert uni["C"] == [c_twin]  # same shape as C: same FLOPs, 1/n_layer of its N
+  assert uni["N"] == [12288 / 2]
+  assert set(s["loss_by_position"]) >= {"lstm", "universal", "A"}
+  assert s["position_gap"]["lstm"] == "lstm"
+  assert (tmp_path / "architectures.png").is_file()
+
+
+@pytest.mark.slow
+def test_09_lr_schedule(tmp_path):
+  exp = _analysis("09_lr_schedule")
+  s = exp.analyze([tiny_runs("sizes"), tiny_runs("data_lr")], str(tmp_path))
+  pts = {p["run"]: p for p in s["points"]}
+  n_a = pts["A"]["N"]
+  kaplan = pts["A_D2k_kaplan_constant"]
+  assert kaplan["peak_lr"] == pytest.approx(optim.kaplan_lr(int(n_a)))
+  assert pts["A"]["peak_lr"] == pytest.approx(3e-3) and pts["A"]["schedule"] == "cosine"
+  # Summed LR of 30 steps: constant after a 2-step linear warmup (0, lr/2, then lr).
+  assert kaplan["summed_lr"] == pytest.approx(kaplan["peak_lr"] * (0.5 + 28), rel=1e-5)
+  per_a = next(e for e in s["per_N"] if e["N"] == n_a)
+  assert set(per_a["schedules"]) == {"cosine", "constant"} and per_a["n_lrs"] == 2
+  assert (tmp_path / "lr_schedule.png").is_file()
