@@ -120,6 +120,13 @@ REMAT_POLICIES = {
 }
 
 
+def block_class(cfg: ModelConfig):
+  """`Block`, wrapped in nn.remat with the config's rematerialisation policy if any."""
+  if cfg.remat == "none":
+    return Block
+  return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat])
+
+
 class Embed(nn.Module):
   """Token + learned position embeddings."""
   cfg: ModelConfig
@@ -144,9 +151,7 @@ class Transformer(nn.Module):
     cfg = self.cfg
     x_BTD, wte = Embed(cfg, name="embed")(tokens_BT)
     x_BTD = nn.with_logical_constraint(x_BTD, ("act_batch", "act_length", "act_embed"))
-    block = Block
-    if cfg.remat != "none":
-      block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat])
+    block = block_class(cfg)
     for i in range(cfg.n_layer):
       x_BTD = block(cfg, name=f"block_{i}")(x_BTD)
     x_BTD = _layer_norm(cfg, "ln_f")(x_BTD)

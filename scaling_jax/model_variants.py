@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from scaling_jax import accounting
-from scaling_jax.model import (DTYPES, REMAT_POLICIES, Block, Embed, ModelConfig, _init,
-                               _layer_norm, unembed)
+from scaling_jax.model import (DTYPES, Embed, ModelConfig, _init, _layer_norm, block_class,
+                               unembed)
 
 ARCHS = ("universal", "lstm")
 
@@ -30,10 +30,7 @@ class _SharedStep(nn.Module):
 
   @nn.compact
   def __call__(self, x_BTD, _):
-    block = Block
-    if self.cfg.remat != "none":
-      block = nn.remat(Block, policy=REMAT_POLICIES[self.cfg.remat])
-    return block(self.cfg, name="block")(x_BTD), None
+    return block_class(self.cfg)(self.cfg, name="block")(x_BTD), None
 
 
 class UniversalTransformer(nn.Module):
