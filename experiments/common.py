@@ -255,12 +255,22 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
   return p
 
 
-def run_analysis(fn) -> int:
-  """main()'s exit code: 0, or 2 with a one-line error for runs the analysis cannot use."""
+def run_analysis(argv: Sequence[str] | None, doc: str, name: str, analyze,
+                 options: dict[str, dict[str, Any]] | None = None,
+                 kwargs=lambda args: {"bootstrap": args.bootstrap}) -> int:
+  """The main(argv) of an analyze.py: parses RUNS [--out] [--bootstrap] plus `options`
+  ({flag: add_argument keywords}), makes the output folder, calls
+  analyze(args.runs, out, **kwargs(args)) and returns 0, or 2 with a one-line error for
+  runs the analysis cannot use."""
   import sys
   from scaling_jax.scaling.batch import BatchSweepError
+  parser = arg_parser(doc.splitlines()[0])
+  for flag, kw in (options or {}).items():
+    parser.add_argument(flag, **kw)
+  args = parser.parse_args(argv)
+  out = out_dir(args, name)
   try:
-    fn()
+    analyze(args.runs, out, **kwargs(args))
   except (ExperimentError, laws.FitError, BatchSweepError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -296,6 +306,25 @@ def log_axes(ax, y: bool = True) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def style_axes(ax, xlabel: str | None = None, ylabel: str | None = None,
+               title: str | None = None, legend: str | None = None,
+               log: bool | str = False) -> None:
+  """Labels an axes: log=True is log_axes (log-log), log="x" a plain log x scale; `legend`
+  is the legend's font size (no legend when None)."""
+  if log is True:
+    log_axes(ax)
+  elif log == "x":
+    ax.set_xscale("log")
+  if xlabel is not None:
+    ax.set_xlabel(xlabel)
+  if ylabel is not None:
+    ax.set_ylabel(ylabel)
+  if title is not None:
+    ax.set_title(title)
+  if legend is not None:
+    ax.legend(fontsize=legend)
+
+
 def save_figure(fig, out: str, name: str) -> str:
   path = os.path.join(out, name)
   fig.tight_layout()
@@ -307,6 +336,20 @@ def write_summary(out: str, summary: dict[str, Any]) -> str:
   path = os.path.join(out, "summary.json")
   rundir.write_json_atomic(path, _jsonable(summary))
   return path
+
+
+def finish(out: str, summary: dict[str, Any], fig=None, fig_name: str | None = None
+           ) -> dict[str, Any]:
+  """An analysis's last step: saves `fig` as summary["figure"] (when given), writes
+  summary.json, prints the figure path(s) and returns `summary`."""
+  if fig is not None:
+    summary["figure"] = save_figure(fig, out, fig_name)
+  write_summary(out, summary)
+  if "figures" in summary:
+    print("figures: " + ", ".join(summary["figures"]))
+  else:
+    print(f"figure: {summary['figure']}")
+  return summary
 
 
 def _jsonable(obj: Any) -> Any:

@@ -65,9 +65,7 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
       ax.plot(grid, res.predict({"N": grid}).value, "--", color="gray", gid=f"fit:{key}",
               label=f"fit: alpha = {res.params['alpha_N']:.3g}")
       ax.legend(fontsize="small")
-    common.log_axes(ax)
-    ax.set_xlabel(label)
-    ax.set_ylabel("final eval loss (nats/token)")
+    common.style_axes(ax, label, "final eval loss (nats/token)", log=True)
   fig.colorbar(sc, ax=ax_t, label="n_layer")
   ax_n.set_title("Loss vs N (embeddings excluded)")
   ax_t.set_title("Loss vs total parameters")
@@ -76,15 +74,11 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
              "rms_log_residual_total": rms_t, "notes": [note_n, note_t], "figure": fig_path,
              "paper": {"alpha_N": common.paper("single_variable_laws.L_N.alpha_N"),
                        "N_c": common.paper("single_variable_laws.L_N.N_c")}}
-  common.write_summary(out, summary)
-  print(f"figure: {fig_path}")
-  return summary
+  return common.finish(out, summary)
 
 
 def main(argv=None) -> int:
-  args = common.arg_parser(__doc__.splitlines()[0]).parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap))
+  return common.run_analysis(argv, __doc__, NAME, analyze)
 
 
 if __name__ == "__main__":

@@ -70,29 +70,21 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict
     ax_m.plot(s, res.predict({"N": np.full_like(s, n), "S_min": s}).value, "-",
               color=colors[n], alpha=0.7, gid=f"fit:{n:g}")
   for ax, x in ((ax_s, "steps S"), (ax_m, f"S_min (B_crit: {b_crit})")):
-    common.log_axes(ax)
-    ax.set_xlabel(x)
-    ax.set_ylabel("eval loss (nats/token)")
+    common.style_axes(ax, x, "eval loss (nats/token)", log=True)
   ax_s.legend(fontsize="small")
   ax_s.set_title("Learning curves")
   ax_m.set_title("L(N, S_min) fit" if res is not None else "L(N, S_min): fit failed")
-  fig_path = common.save_figure(fig, out, "l_of_n_s_min.png")
   summary = {"b_crit": b_crit, "n_points": int(len(tab["L"])), "fit": p, "note": note,
-             "paper": {k: common.paper(ref + k) for k in ("alpha_N", "alpha_S", "N_c", "S_c")},
-             "figure": fig_path}
-  common.write_summary(out, summary)
-  print(f"figure: {fig_path}")
-  return summary
+             "paper": {k: common.paper(ref + k) for k in ("alpha_N", "alpha_S", "N_c", "S_c")}}
+  return common.finish(out, summary, fig, "l_of_n_s_min.png")
 
 
 def main(argv=None) -> int:
-  parser = common.arg_parser(__doc__.splitlines()[0])
-  parser.add_argument("--b-crit", default="gns", choices=("gns", "kaplan", "none"),
-                      help="B_crit(L) for the S_min adjustment")
-  args = parser.parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap,
-                                             b_crit=args.b_crit))
+  return common.run_analysis(
+      argv, __doc__, NAME, analyze,
+      {"--b-crit": dict(default="gns", choices=("gns", "kaplan", "none"),
+                        help="B_crit(L) for the S_min adjustment")},
+      lambda args: {"bootstrap": args.bootstrap, "b_crit": args.b_crit})
 
 
 if __name__ == "__main__":

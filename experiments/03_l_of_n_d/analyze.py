@@ -97,26 +97,15 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
     xs = np.geomspace(max(summary["x"].min() / 3, 1e-30), summary["x"].max() * 3, 100)
     ax_p.plot(xs, penalty_curve(p, xs), "-", color="gray", label="fit", gid="penalty_fit")
     ax_p.axhline(PENALTY, ls=":", color="gray")
-    ax_p.set_xscale("log")
-    ax_p.set_xlabel("N^(alpha_N/alpha_D) / D")
-    ax_p.set_ylabel("L(N, D) / L(N, inf) - 1")
-    ax_p.set_title("Overfitting penalty")
-    ax_p.legend(fontsize="small")
-  common.log_axes(ax_d)
-  ax_d.set_xlabel("dataset size D (tokens)")
-  ax_d.set_ylabel("early-stopped eval loss")
-  ax_d.set_title("L(N, D)")
-  ax_d.legend(fontsize="small")
-  summary["figure"] = common.save_figure(fig, out, "l_of_n_d.png")
-  common.write_summary(out, summary)
-  print(f"figure: {summary['figure']}")
-  return summary
+    common.style_axes(ax_p, "N^(alpha_N/alpha_D) / D", "L(N, D) / L(N, inf) - 1",
+                      "Overfitting penalty", legend="small", log="x")
+  common.style_axes(ax_d, "dataset size D (tokens)", "early-stopped eval loss", "L(N, D)",
+                    legend="small", log=True)
+  return common.finish(out, summary, fig, "l_of_n_d.png")
 
 
 def main(argv=None) -> int:
-  args = common.arg_parser(__doc__.splitlines()[0]).parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap))
+  return common.run_analysis(argv, __doc__, NAME, analyze)
 
 
 if __name__ == "__main__":

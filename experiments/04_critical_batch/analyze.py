@@ -67,15 +67,11 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
              "fit_sweep": ps, "fit_gns": pg, "b_crit_over_b_simple": ratio,
              "paper": {"B_star": ref_b, "alpha_B": ref_a}, "figures": figures,
              "notes": [note_sweep, note_gns]}
-  common.write_summary(out, summary)
-  print("figures: " + ", ".join(figures))
-  return summary
+  return common.finish(out, summary)
 
 
 def main(argv=None) -> int:
-  args = common.arg_parser(__doc__.splitlines()[0]).parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap))
+  return common.run_analysis(argv, __doc__, NAME, analyze)
 
 
 if __name__ == "__main__":

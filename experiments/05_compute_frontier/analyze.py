@@ -128,11 +128,8 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict
     ax_l.plot(c, loss, "-", color=cmap(0.9 * ns.index(r.n_params) / max(len(ns) - 1, 1)),
               alpha=0.8, label=f"N = {r.n_params:.3g}")
   ax_l.plot(env["C"], env["L"], "k--", lw=1.5, gid="envelope", label="envelope")
-  common.log_axes(ax_l)
-  ax_l.set_xlabel("training compute C (FLOPs, 6NBS)")
-  ax_l.set_ylabel("eval loss")
-  ax_l.set_title("Loss vs compute")
-  ax_l.legend(fontsize="x-small")
+  common.style_axes(ax_l, "training compute C (FLOPs, 6NBS)", "eval loss", "Loss vs compute",
+                    legend="x-small", log=True)
   ax_n.plot(env["C"], env["N_opt"], "o", ms=3, gid="n_opt")
   if fit_n is not None:
     ax_n.plot(env["C"], fit_n.predict({"x": env["C"]}).value, "-", gid="n_opt_fit",
@@ -140,11 +137,8 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict
   c0 = env["C"][len(env["C"]) // 2]
   n0 = np.interp(np.log(c0), np.log(env["C"]), env["N_opt"])
   ax_n.plot(env["C"], n0 * (env["C"] / c0) ** 0.73, ":", color="gray", label="paper: C^0.73")
-  common.log_axes(ax_n)
-  ax_n.set_xlabel("compute C (FLOPs)")
-  ax_n.set_ylabel("N_opt (on the envelope)")
-  ax_n.set_title("Optimal size vs compute")
-  ax_n.legend(fontsize="small")
+  common.style_axes(ax_n, "compute C (FLOPs)", "N_opt (on the envelope)",
+                    "Optimal size vs compute", legend="small", log=True)
   ks = np.geomspace(0.5, 2.5, 100)
   ax_x.plot(ks, excess_compute(paper_ls, ks), "--", color="gray", label="paper's L(N, S)",
             gid="excess_paper")
@@ -152,26 +146,18 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict
     ax_x.plot(ks, excess_compute(common.fit_params(fit_ls), ks), "-", label="our fit",
               gid="excess_ours")
   ax_x.axvspan(0.6, 2.2, color="C2", alpha=0.1)
-  ax_x.set_xscale("log")
   ax_x.set_ylim(0, 1)
-  ax_x.set_xlabel("N / N_opt")
-  ax_x.set_ylabel("extra compute to reach the same loss")
-  ax_x.set_title("Cost of a non-optimal size")
-  ax_x.legend(fontsize="small")
-  summary["figure"] = common.save_figure(fig, out, "compute_frontier.png")
-  common.write_summary(out, summary)
-  print(f"figure: {summary['figure']}")
-  return summary
+  common.style_axes(ax_x, "N / N_opt", "extra compute to reach the same loss",
+                    "Cost of a non-optimal size", legend="small", log="x")
+  return common.finish(out, summary, fig, "compute_frontier.png")
 
 
 def main(argv=None) -> int:
-  parser = common.arg_parser(__doc__.splitlines()[0])
-  parser.add_argument("--b-crit", default="gns", choices=("gns", "kaplan"),
-                      help="B_crit(L) for S_min and the frontier")
-  args = parser.parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap,
-                                             b_crit=args.b_crit))
+  return common.run_analysis(
+      argv, __doc__, NAME, analyze,
+      {"--b-crit": dict(default="gns", choices=("gns", "kaplan"),
+                        help="B_crit(L) for S_min and the frontier")},
+      lambda args: {"bootstrap": args.bootstrap, "b_crit": args.b_crit})
 
 
 if __name__ == "__main__":

@@ -97,26 +97,20 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, tolerance: float = 1.3) -> d
       if sel:
         ax.plot([p[key] for p in sel], [100 * p["increase"] for p in sel], "o",
                 color=f"C{j}", label=fam, gid=f"{key}:{fam}")
-    ax.set_xscale("log")
-    ax.set_xlabel(label)
-    ax.set_ylabel("loss increase over best shape (%)")
+    common.style_axes(ax, label, "loss increase over best shape (%)", log="x")
   axes[0].legend(fontsize="small")
   axes[0].set_title(f"alpha_N = {alpha:.3g} ({source})")
   summary = {"points": pts, "groups": groups, "alpha_N": alpha, "alpha_source": source,
-             "tolerance": tolerance,
-             "figure": common.save_figure(fig, out, "shape.png")}
-  common.write_summary(out, summary)
-  print(f"figure: {summary['figure']}")
-  return summary
+             "tolerance": tolerance}
+  return common.finish(out, summary, fig, "shape.png")
 
 
 def main(argv=None) -> int:
-  parser = common.arg_parser(__doc__.splitlines()[0])
-  parser.add_argument("--tolerance", type=float, default=1.3,
-                      help="runs whose N differ by less than this factor are one group")
-  args = parser.parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, tolerance=args.tolerance))
+  return common.run_analysis(
+      argv, __doc__, NAME, analyze,
+      {"--tolerance": dict(type=float, default=1.3,
+                           help="runs whose N differ by less than this factor are one group")},
+      lambda args: {"tolerance": args.tolerance})
 
 
 if __name__ == "__main__":

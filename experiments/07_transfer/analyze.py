@@ -74,26 +74,16 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
       ax_t.plot(x, x + per_set[s]["offset"], "--", color=color, alpha=0.6)
   x = np.linspace(np.nanmin(base), np.nanmax(base), 10)
   ax_t.plot(x, x, ":", color="gray", label="y = x")
-  ax_t.set_xlabel(f"{BASE} loss")
-  ax_t.set_ylabel("loss on the other distribution")
-  ax_t.set_title("Transfer (dashed: constant offset)")
-  ax_t.legend(fontsize="small")
-  common.log_axes(ax_n)
-  ax_n.set_xlabel("non-embedding parameters N")
-  ax_n.set_ylabel("final eval loss")
-  ax_n.set_title("L(N) per eval set")
-  ax_n.legend(fontsize="small")
-  summary = {"sets": sets, "runs": [r.name for r in runs], "N": ns, "per_set": per_set,
-             "figure": common.save_figure(fig, out, "transfer.png")}
-  common.write_summary(out, summary)
-  print(f"figure: {summary['figure']}")
-  return summary
+  common.style_axes(ax_t, f"{BASE} loss", "loss on the other distribution",
+                    "Transfer (dashed: constant offset)", legend="small")
+  common.style_axes(ax_n, "non-embedding parameters N", "final eval loss", "L(N) per eval set",
+                    legend="small", log=True)
+  summary = {"sets": sets, "runs": [r.name for r in runs], "N": ns, "per_set": per_set}
+  return common.finish(out, summary, fig, "transfer.png")
 
 
 def main(argv=None) -> int:
-  args = common.arg_parser(__doc__.splitlines()[0]).parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap))
+  return common.run_analysis(argv, __doc__, NAME, analyze)
 
 
 if __name__ == "__main__":

@@ -105,30 +105,23 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, positions: bool = True) -> d
                   alpha=0.7, label=f"{arch} N={r.n_params:.2g}", gid=f"position:{r.name}")
   for ax, x in ((ax_n, "non-embedding parameters N"), (ax_c, "training compute C (FLOPs)"),
                 (ax_p, "token position in context")):
-    common.log_axes(ax)
-    ax.set_xlabel(x)
-    ax.set_ylabel("eval loss (nats/token)")
+    common.style_axes(ax, x, "eval loss (nats/token)", log=True)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize="x-small")
   ax_n.set_title("Per parameter")
   ax_c.set_title("Per FLOP")
   ax_p.set_title("Per token position (final checkpoints)" if pos else
                  "Per token position: not evaluated")
-  summary = {"per_arch": per_arch, "loss_by_position": pos, "position_gap": gaps,
-             "figure": common.save_figure(fig, out, "architectures.png")}
-  common.write_summary(out, summary)
-  print(f"figure: {summary['figure']}")
-  return summary
+  summary = {"per_arch": per_arch, "loss_by_position": pos, "position_gap": gaps}
+  return common.finish(out, summary, fig, "architectures.png")
 
 
 def main(argv=None) -> int:
-  parser = common.arg_parser(__doc__.splitlines()[0])
-  parser.add_argument("--no-positions", action="store_true",
-                      help="skip the per-position evaluation of the checkpoints")
-  args = parser.parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap,
-                                             positions=not args.no_positions))
+  return common.run_analysis(
+      argv, __doc__, NAME, analyze,
+      {"--no-positions": dict(action="store_true",
+                              help="skip the per-position evaluation of the checkpoints")},
+      lambda args: {"bootstrap": args.bootstrap, "positions": not args.no_positions})
 
 
 if __name__ == "__main__":

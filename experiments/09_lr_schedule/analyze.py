@@ -103,14 +103,10 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
                    color=f"C{j}", label=f"N={e['N']:.3g} {s}", gid=f"lr:{e['N']:g}:{s}")
         ax_s.plot([p["summed_lr"] for p in sel], [p["L"] for p in sel], marker, color=f"C{j}")
     ax_lr.axvline(e["kaplan_lr"], color=f"C{j}", ls=":", alpha=0.6)
-  common.log_axes(ax_lr)
-  ax_lr.set_xlabel("peak learning rate (dotted: Kaplan's LR(N))")
-  ax_lr.set_ylabel("final eval loss")
-  ax_lr.set_title("Loss vs peak LR")
-  ax_lr.legend(fontsize="x-small")
-  common.log_axes(ax_s)
-  ax_s.set_xlabel("summed learning rate over training")
-  ax_s.set_title("Schedules: loss vs summed LR")
+  common.style_axes(ax_lr, "peak learning rate (dotted: Kaplan's LR(N))", "final eval loss",
+                    "Loss vs peak LR", legend="x-small", log=True)
+  common.style_axes(ax_s, "summed learning rate over training",
+                    title="Schedules: loss vs summed LR", log=True)
   ns = np.array([e["N"] for e in per_n])
   ax_rule.plot(ns, [e["best_lr"] for e in per_n], "o", label="best LR (ours)", gid="best_lr")
   grid = np.geomspace(ns.min() / 2, ns.max() * 2, 50)
@@ -119,21 +115,13 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
   if "lr_rule_fit" in summary:
     f = summary["lr_rule_fit"]
     ax_rule.plot(grid, f["a"] + f["b"] * np.log(grid), "-", label="fit a + b log N")
-  ax_rule.set_xscale("log")
-  ax_rule.set_xlabel("non-embedding parameters N")
-  ax_rule.set_ylabel("peak learning rate")
-  ax_rule.set_title("LR(N) rule")
-  ax_rule.legend(fontsize="small")
-  summary["figure"] = common.save_figure(fig, out, "lr_schedule.png")
-  common.write_summary(out, summary)
-  print(f"figure: {summary['figure']}")
-  return summary
+  common.style_axes(ax_rule, "non-embedding parameters N", "peak learning rate", "LR(N) rule",
+                    legend="small", log="x")
+  return common.finish(out, summary, fig, "lr_schedule.png")
 
 
 def main(argv=None) -> int:
-  args = common.arg_parser(__doc__.splitlines()[0]).parse_args(argv)
-  out = common.out_dir(args, NAME)
-  return common.run_analysis(lambda: analyze(args.runs, out, bootstrap=args.bootstrap))
+  return common.run_analysis(argv, __doc__, NAME, analyze)
 
 
 if __name__ == "__main__":
