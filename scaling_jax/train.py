@@ -339,7 +339,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           record = {
               "step": step, "tokens": step * tokens_per_step,
               "flops": step * tokens_per_step * counts.flops_per_token, "time_s": time_s,
-              "loss": float(np.mean(jax.device_get(pending_losses))),
+              # float64 mean: identical whether the window was cut by a resume or not
+              "loss": float(np.mean(np.asarray(jax.device_get(pending_losses), np.float64))),
               "lr": float(out_host["lr"]), "grad_norm": float(out_host["grad_norm"]),
               "tokens_per_s": tokens_per_s, "flops_per_s": flops_per_s,
               "mfu": flops_per_s / host_peak, "epoch": float(train_iter.epoch),

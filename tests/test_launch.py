@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO))
 from launch import local, memory, slurm, sweep_fanout, tpu_vm  # noqa: E402

@@ -1,0 +1,437 @@
+"""`scaling-jax sweep SWEEP.py --out DIR [--parallel N]`: run a grid of trainings, resumably.
+
+A sweep file defines `get_sweep()` returning a list of runs, each
+{"name": str, "config": "configs/X.py", "overrides": {"model.d_model": 128, ...}}
+(or a (name, config, overrides) tuple). Run NAME trains into OUT/NAME (config.json,
+metrics.jsonl, checkpoints/, status.json, and train.log with its output), each in its own
+`python -m scaling_jax.cli train` subprocess, so a crash cannot take the sweep down and
+runs can go in parallel.
+
+Rerunning the same command finishes the sweep: finished runs are skipped, interrupted
+ones resume from their last checkpoint, failed ones are retried. A failed run gets
+status.json {"status": "failed", "error": ...} and the sweep goes on; the exit code is
+1 if any run failed, 75 if the sweep was interrupted (rerun to resume), else 0.
+
+launch/sweep_fanout.py shares this module's sweep-file loading (`load_sweep`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence, TextIO
+
+from scaling_jax import rundir
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")
+LOG_FILE = "train.log"
+SWEEP_FILE = "sweep.json"
+EX_TEMPFAIL = 75  # the trainer's exit code when preempted (resume by rerunning)
+
+
+class SweepError(ValueError):
+  """A sweep definition that cannot run; the message says what to fix."""
+
+
+# ---------------------------------------------------------------------------- sweep files
+
+def format_override(key: str, value: Any) -> str:
+  """`--config.model.d_model=128`; tuples/lists in the form ml_collections parses."""
+  if isinstance(value, (list, tuple)):
+    value = repr(tuple(value))
+  return f"--config.{key}={value}"
+
+
+def normalize_runs(runs: Any, source: str = "get_sweep()") -> list[dict[str, Any]]:
+  """Dicts {name, config, overrides} from dicts or (name, config, overrides) tuples."""
+  out, seen = [], set()
+  for i, run in enumerate(runs):
+    if isinstance(run, (tuple, list)) and len(run) == 3:
+      run = {"name": run[0], "config": run[1], "overrides": run[2]}
+    if not isinstance(run, Mapping) or "name" not in run or "config" not in run:
+      raise SweepError(f"{source} item {i} is {run!r}; each run must be "
+                       '{"name": str, "config": "configs/X.py", "overrides": {...}}')
+    name = str(run["name"])
+    if not NAME_RE.fullmatch(name):
+      raise SweepError(f"{source} run name {name!r} must be letters, digits, _ . = - "
+                       "(it becomes a directory name)")
+    if name in seen:
+      raise SweepError(f"{source} has two runs named {name!r}; names must be unique")
+    seen.add(name)
+    out.append({"name": name, "config": str(run["config"]),
+                "overrides": dict(run.get("overrides") or {})})
+  if not out:
+    raise SweepError(f"{source} returned no runs")
+  return out
+
+
+def load_sweep(path: str) -> list[dict[str, Any]]:
+  """Imports the sweep file and normalizes its get_sweep()."""
+  if not os.path.isfile(path):
+    raise SweepError(f"sweep file {path!r} not found")
+  spec = importlib.util.spec_from_file_location("_sweep_definition", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_sweep"):
+    raise SweepError(f"{path} defines no get_sweep(); it must return a list of runs")
+  return normalize_runs(module.get_sweep(), f"{path}:get_sweep()")
+
+
+def resolve_config(config: str, sweep_dir: str | None = None) -> str:
+  """An absolute config path: as given, else relative to the sweep file, else to the repo."""
+  candidates = [config] if os.path.isabs(config) else [
+      config, *([os.path.join(sweep_dir, config)] if sweep_dir else []),
+      os.path.join(REPO_ROOT, config)]
+  for c in candidates:
+    if os.path.isfile(c):
+      return os.path.abspath(c)
+  raise SweepError(f"config file {config!r} not found (looked in {candidates})")
+
+
+def train_command(run: Mapping[str, Any], out_dir: str,
+                  python: str = sys.executable) -> list[str]:
+  """`python -m scaling_jax.cli train --config C --workdir OUT/NAME --config.k=v ...`."""
+  overrides = dict(run["overrides"])
+  overrides.setdefault("train.progress", False)  # the sweep shows overall progress instead
+  return [python, "-m", "scaling_jax.cli", "train", "--config", run["config"],
+          "--workdir", os.path.join(out_dir, run["name"]),
+          *[format_override(k, v) for k, v in overrides.items()]]
+
+
+def pending(runs: Sequence[Mapping[str, Any]], out_dir: str, rerun_finished: bool = False):
+  """(runs still to do, names skipped because their status.json says finished)."""
+  todo, done = [], []
+  for run in runs:
+    finished = rundir.read_status(os.path.join(out_dir, run["name"]))["status"] == "finished"
+    (done if finished and not rerun_finished else todo).append(run)
+  return todo, [r["name"] for r in done]
+
+
+# ---------------------------------------------------------------------------- progress
+
+def load_run_config(config: str, overrides: Mapping[str, Any]):
+  """The ConfigDict a run trains with: train_cli.load_config with the overrides applied.
+
+  ml_collections finds the override flags in sys.argv (unless given sys_argv), so they
+  are put there while parsing.
+  """
+  from scaling_jax.train_cli import load_config
+  flags = [format_override(k, v) for k, v in overrides.items()]
+  saved = sys.argv
+  sys.argv = [saved[0] if saved else "scaling-jax", f"--config={config}", *flags]
+  try:
+    return load_config(config, flags)
+  finally:
+    sys.argv = saved
+
+
+def run_cost(run: Mapping[str, Any]) -> tuple[float, int]:
+  """(relative cost = training FLOPs, num_steps) of a run, for the ETA; (nan, 0) if unknown."""
+  try:
+    from scaling_jax import accounting
+    c = load_run_config(run["config"], run["overrides"])
+    steps = int(c.train.num_steps)
+    flops = accounting.counts(c.model).flops_per_token_exact
+    return float(flops) * steps * c.train.batch_size * c.model.n_ctx, steps
+  except Exception:  # a bad config fails in its own subprocess, with its own message
+    return float("nan"), 0
+
+
+def last_step(run_dir: str) -> int:
+  """The step of the last complete line of RUN/metrics.jsonl (cheap: reads the tail)."""
+  path = os.path.join(run_dir, "metrics.jsonl")
+  try:
+    with open(path, "rb") as f:
+      f.seek(0, os.SEEK_END)
+      size = f.tell()
+      f.seek(max(0, size - 8192))
+      lines = f.read().split(b"\n")
+  except OSError:
+    return 0
+  for line in reversed(lines):
+    try:
+      return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+      continue
+  return 0
+
+
+def _fmt_s(s: float) -> str:
+  if s != s or s == float("inf"):
+    return "?"
+  s = int(round(s))
+  return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class _Progress:
+  """Overall progress of the sweep: compute done (runs weighted by FLOPs) and an ETA."""
+
+  def __init__(self, runs, out_dir: str, stream: TextIO | None, every_s: float):
+    self.out_dir, self.stream, self.every_s = out_dir, stream, every_s
+    costs = {r["name"]: run_cost(r) for r in runs}
+    known = [c for c, _ in costs.values() if c == c]
+    mean = sum(known) / len(known) if known else 1.0
+    self.cost = {k: (c if c == c else mean) for k, (c, _) in costs.items()}
+    self.steps = {k: s for k, (_, s) in costs.items()}
+    self.start_step = {k: last_step(os.path.join(out_dir, k)) for k in costs}
+    self.total = sum(self.cost.values())
+    self.done: set[str] = set()
+    self.t0 = time.monotonic()
+    self.last_print = -1e9
+    self.tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+
+  def fraction(self, running: Sequence[str]) -> float:
+    f = sum(self.cost[k] for k in self.done)
+    for k in running:
+      s, s0 = self.steps[k], self.start_step[k]
+      if s > s0:
+        f += self.cost[k] * min(1.0, max(0, last_step(os.path.join(self.out_dir, k)) - s0)
+                                / (s - s0))
+    return f / self.total if self.total else 1.0
+
+  def line(self, running: Sequence[str], n_failed: int) -> str:
+    f = self.fraction(running)
+    elapsed = time.monotonic() - self.t0
+    eta = elapsed * (1 - f) / f if f > 0.005 else float("nan")
+    parts = [f"[sweep] {len(self.done)}/{len(self.cost)} runs done", f"{100 * f:.0f}% of compute",
+             f"elapsed {_fmt_s(elapsed)}", f"ETA {_fmt_s(eta)}"]
+    if n_failed:
+      parts.insert(1, f"{n_failed} failed")
+    if running:
+      parts.append("running " + ", ".join(
+          f"{k} ({last_step(os.path.join(self.out_dir, k))}/{self.steps[k] or '?'})"
+          for k in running))
+    return ", ".join(parts)
+
+  def show(self, running: Sequence[str], n_failed: int, force: bool = False,
+           message: str | None = None) -> None:
+    if self.stream is None:
+      return
+    now = time.monotonic()
+    if message:
+      self.stream.write(("\r\033[K" if self.tty else "") + message + "\n")
+    if force or message or now - self.last_print >= self.every_s:
+      self.last_print = now
+      text = self.line(running, n_failed)
+      self.stream.write(("\r\033[K" + text) if self.tty else text + "\n")
+      self.stream.flush()
+
+  def close(self) -> None:
+    if self.stream is not None and self.tty:
+      self.stream.write("\n")
+      self.stream.flush()
+
+
+# ---------------------------------------------------------------------------- the runner
+
+@dataclasses.dataclass
+class RunResult:
+  name: str
+  status: str  # finished | failed | preempted | skipped
+  returncode: int | None = None
+  wall_s: float = 0.0
+  error: str | None = None
+  cpu_s: float | None = None  # user + system CPU seconds of the training process
+
+
+def _log_tail(path: str, n: int = 8) -> str:
+  try:
+    with open(path, errors="replace") as f:
+      lines = [l.rstrip() for l in f.read().splitlines()[-200:] if l.strip()]
+  except OSError:
+    return ""
+  errors = [l for l in lines if "error" in l.lower() or "diverged" in l.lower()]
+  return "\n".join((errors or lines)[-n:])
+
+
+def _poll(proc: subprocess.Popen) -> tuple[int | None, float | None]:
+  """(exit code or None while running, CPU seconds it used) of a child process."""
+  if proc.returncode is not None:
+    return proc.returncode, None
+  try:
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+  except ChildProcessError:
+    return proc.poll(), None
+  if pid == 0:
+    return None, None
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _finish(run_dir: str, name: str, rc: int, wall_s: float, log: str) -> RunResult:
+  """Reads back the run's status after its process exited; marks it failed if it must be."""
+  status = rundir.read_status(run_dir)
+  if rc == 0 and status["status"] == "finished":
+    return RunResult(name, "finished", rc, wall_s)
+  if rc == EX_TEMPFAIL or (rc < 0 and status["status"] == "preempted"):
+    return RunResult(name, "preempted", rc, wall_s)
+  error = status.get("error") if status["status"] == "failed" else None
+  error = error or _log_tail(log) or f"exited with code {rc}"
+  if rc == 0:
+    error = f"exited 0 but status.json says {status['status']!r}; {error}"
+  extra = {k: v for k, v in status.items() if k not in ("status", "error")}
+  rundir.write_status(run_dir, "failed", **{**extra, "error": error, "returncode": rc,
+                                            "log": LOG_FILE})
+  return RunResult(name, "failed", rc, wall_s, error)
+
+
+def run_sweep(runs: Sequence[Mapping[str, Any]], out_dir: str, *, parallel: int = 1,
+              rerun_finished: bool = False, env: Mapping[str, str] | None = None,
+              stream: TextIO | None = sys.stderr, progress_every_s: float = 30.0,
+              sweep_dir: str | None = None,
+              command: Callable[..., list[str]] = train_command) -> dict[str, RunResult]:
+  """Runs every unfinished run of `runs` into OUT/NAME, `parallel` processes at a time.
+
+  Returns {name: RunResult} (skipped runs have status 'skipped'). SIGINT/SIGTERM stop
+  launching runs, are forwarded to the running trainings (which checkpoint and exit as
+  preempted) and end the sweep after they do.
+  """
+  if parallel < 1:
+    raise SweepError(f"--parallel {parallel} must be >= 1")
+  runs = [dict(r, config=resolve_config(r["config"], sweep_dir)) for r in normalize_runs(runs)]
+  out_dir = os.path.abspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  rundir.write_json_atomic(os.path.join(out_dir, SWEEP_FILE), {"runs": runs})
+  todo, done = pending(runs, out_dir, rerun_finished)
+  results = {n: RunResult(n, "skipped") for n in done}
+  if done and stream is not None:
+    stream.write(f"[sweep] skipping {len(done)} finished run(s): {', '.join(done)}\n")
+  if not todo:
+    return results
+  progress = _Progress(todo, out_dir, stream, progress_every_s)
+  child_env = dict(os.environ if env is None else env)
+  child_env.setdefault("PYTHONUNBUFFERED", "1")
+  queue = list(todo)
+  active: dict[str, tuple[subprocess.Popen, float, Any, str]] = {}
+  stop = {"signal": None}
+
+  def on_signal(signum, frame):
+    stop["signal"] = signum
+    for proc, *_ in active.values():
+      if proc.poll() is None:
+        proc.send_signal(signum)
+
+  old = {}
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    try:
+      old[sig] = signal.signal(sig, on_signal)
+    except ValueError:  # not the main thread
+      pass
+  n_failed = 0
+  try:
+    while queue or active:
+      while queue and len(active) < parallel and stop["signal"] is None:
+        run = queue.pop(0)
+        run_dir = os.path.join(out_dir, run["name"])
+        os.makedirs(run_dir, exist_ok=True)
+        log_path = os.path.join(run_dir, LOG_FILE)
+        log = open(log_path, "a")
+        cmd = command(run, out_dir)
+        log.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env,
+                                cwd=REPO_ROOT if os.path.isdir(REPO_ROOT) else None)
+        active[run["name"]] = (proc, time.monotonic(), log, log_path)
+        progress.show(list(active), n_failed, message=f"[sweep] started {run['name']}")
+      if not queue and not active:
+        break
+      if stop["signal"] is not None and not active:
+        break
+      time.sleep(0.2)
+      for name, (proc, t0, log, log_path) in list(active.items()):
+        rc, cpu_s = _poll(proc)
+        if rc is None:
+          continue
+        log.close()
+        del active[name]
+        res = _finish(os.path.join(out_dir, name), name, rc, time.monotonic() - t0, log_path)
+        res.cpu_s = cpu_s
+        results[name] = res
+        if res.status == "failed":
+          n_failed += 1
+          first = (res.error or "").strip().splitlines()[-1:] or [""]
+          msg = f"[sweep] FAILED {name} (code {rc}, {_fmt_s(res.wall_s)}): {first[0]}"
+        else:
+          progress.done.add(name)
+          msg = (f"[sweep] {res.status} {name} in {_fmt_s(res.wall_s)}"
+                 + (f" ({res.cpu_s:.0f} CPU-s)" if res.cpu_s is not None else ""))
+        progress.show(list(active), n_failed, message=msg)
+      progress.show(list(active), n_failed)
+  finally:
+    for sig, handler in old.items():
+      signal.signal(sig, handler)
+    progress.close()
+  for run in queue:  # interrupted before they started
+    results[run["name"]] = RunResult(run["name"], "preempted", error="not started")
+  return results
+
+
+# ---------------------------------------------------------------------------- CLI
+
+def summarize(results: Mapping[str, RunResult]) -> tuple[str, int]:
+  """A one-line summary and the exit code (1 if any failed, 75 if interrupted, else 0)."""
+  by: dict[str, list[str]] = {}
+  for r in results.values():
+    by.setdefault(r.status, []).append(r.name)
+  text = "; ".join(f"{k} {len(v)}" + (f" ({', '.join(v)})" if k in ("failed", "preempted")
+                                       else "") for k, v in sorted(by.items()))
+  code = 1 if by.get("failed") else EX_TEMPFAIL if by.get("preempted") else 0
+  return text, code
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = argparse.ArgumentParser(
+      prog="scaling-jax sweep",
+      description="Run every training of a sweep file (get_sweep()) into OUT/NAME; rerun "
+                  "to skip finished runs, resume interrupted ones and retry failed ones.")
+  parser.add_argument("sweep", help="python file whose get_sweep() lists the runs")
+  parser.add_argument("--out", required=True, help="sweep directory; run NAME goes in OUT/NAME")
+  parser.add_argument("--parallel", type=int, default=1, help="trainings at once (processes)")
+  parser.add_argument("--rerun-finished", action="store_true",
+                      help="run finished runs again too (they resume at their last step)")
+  parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+  args, overrides = parser.parse_known_args(argv)
+  bad = [o for o in overrides if not o.startswith("--config.") or "=" not in o]
+  if bad:
+    parser.error(f"unknown arguments {bad}; extra config fields for every run are "
+                 "--config.FIELD=VALUE")
+  extra = dict(o[len("--config."):].split("=", 1) for o in overrides)
+  try:
+    runs = load_sweep(args.sweep)
+    runs = [dict(r, overrides={**r["overrides"], **extra}) for r in runs]
+    sweep_dir = os.path.dirname(os.path.abspath(args.sweep))
+    if args.dry_run:
+      todo, done = pending(runs, os.path.abspath(args.out), args.rerun_finished)
+      for r in todo:
+        r = dict(r, config=resolve_config(r["config"], sweep_dir))
+        print(" ".join(train_command(r, os.path.abspath(args.out))))
+      print(f"# {len(todo)} to run, {len(done)} finished")
+      return 0
+    t0 = time.monotonic()
+    results = run_sweep(runs, args.out, parallel=args.parallel,
+                        rerun_finished=args.rerun_finished, sweep_dir=sweep_dir)
+  except SweepError as e:
+    print(f"scaling-jax sweep: error: {e}", file=sys.stderr)
+    return 2
+  text, code = summarize(results)
+  print(f"[sweep] {args.out}: {text} in {_fmt_s(time.monotonic() - t0)}")
+  if code == 1:
+    print("[sweep] see OUT/NAME/status.json and OUT/NAME/train.log of the failed runs; "
+          "rerun the same command to retry them", file=sys.stderr)
+  elif code == EX_TEMPFAIL:
+    print("[sweep] interrupted: rerun the same command to resume", file=sys.stderr)
+  return code
+
+
+if __name__ == "__main__":
+  sys.exit(main())

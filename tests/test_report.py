@@ -1,0 +1,147 @@
+"""The report on synthetic run directories drawn from a known L(N, S_min) and B_crit(L):
+the fits recover the law, the held-out extrapolation is accurate, and every figure plots
+exactly the data in the runs' metrics (read back from the matplotlib Line2D objects)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from scaling_jax import metrics as metrics_lib
+from scaling_jax import report, report_plots, rundir
+
+TRUE = {"N_c": 1e9, "S_c": 300.0, "alpha_N": 0.08, "alpha_S": 0.7}
+B_STAR, ALPHA_B = 3e4, 0.21
+B_TOKENS = 4096.0
+SHAPES = [(2, 32), (2, 48), (3, 64), (4, 96), (4, 128)]
+STEPS = np.arange(20, 2001, 20)
+
+
+def _loss(n, s):
+  """The loss at step s: L = law(N, S_min) with S_min from B_crit(L) (fixed point)."""
+  loss = (TRUE["N_c"] / n) ** TRUE["alpha_N"] + (TRUE["S_c"] / s) ** TRUE["alpha_S"]
+  for _ in range(50):
+    bc = B_STAR * loss ** (-1 / ALPHA_B)
+    smin = s / (1 + bc / B_TOKENS)
+    loss = (TRUE["N_c"] / n) ** TRUE["alpha_N"] + (TRUE["S_c"] / smin) ** TRUE["alpha_S"]
+  return loss, B_STAR * loss ** (-1 / ALPHA_B)
+
+
+def write_fake_study(root, noise=0.003):
+  rng = np.random.default_rng(0)
+  for n_layer, d in SHAPES:
+    n = 12 * n_layer * d * d
+    run = os.path.join(root, f"L{n_layer}_d{d}")
+    os.makedirs(run)
+    rundir.write_json_atomic(os.path.join(run, rundir.CONFIG_FILE), {
+        "config": {"seed": 0, "model": {"n_layer": n_layer, "d_model": d},
+                   "optim": {"warmup_steps": 40}},
+        "facts": {"n_params": n, "batch_tokens": B_TOKENS, "num_steps": int(STEPS[-1]),
+                  "flops_per_token": 6.0 * n},
+        "versions": {"jax": "test"}, "devices": {"platform": "cpu"}})
+    w = metrics_lib.MetricsWriter(run, tensorboard=False)
+    for s in STEPS:
+      loss, bc = _loss(n, float(s))
+      loss *= float(np.exp(noise * rng.normal()))
+      w.write({"step": int(s), "tokens": s * B_TOKENS, "flops": 6.0 * n * s * B_TOKENS,
+               "loss": loss * 1.01, "eval/validation/loss": loss, "gns/b_simple_tokens": bc,
+               "time_s": float(s)})
+    rundir.write_status(run, "finished", step=int(STEPS[-1]))
+  return root
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  root = write_fake_study(str(tmp_path_factory.mktemp("study") / "runs"))
+  a = report.analyze(root, bootstrap=24, b_crit="gns")
+  paths = report.write_report(a, os.path.join(root, "report"))
+  return root, a, paths
+
+
+@pytest.mark.slow  # the module's fits take ~30 s on 2 cores
+def test_fit_recovers_law_and_extrapolates(study):
+  _, a, _ = study
+  p = a["L_N_Smin"]["params"]
+  for k in ("alpha_N", "alpha_S"):
+    assert p[k] == pytest.approx(TRUE[k], rel=0.05), k
+  lo, hi = a["alpha_N"]["interval"]
+  assert lo <= a["alpha_N"]["value"] <= hi and hi > lo
+  h = a["heldout"]
+  assert h["run"] == "L4_d128" and h["rms_rel_error"] < 0.01 and abs(h["final_rel_error"]) < 0.01
+  assert a["B_crit"]["alpha_B"] == pytest.approx(ALPHA_B, rel=0.05)
+  assert a["B_crit"]["B_star"] == pytest.approx(B_STAR, rel=0.2)
+  assert a["frontier"]["closed_form"]["alpha_C_min"] == pytest.approx(
+      1 / (1 / p["alpha_S"] + 1 / a["B_crit"]["alpha_B"] + 1 / p["alpha_N"]), rel=1e-6)
+  keys = {r["key"] for r in a["comparison"]}
+  assert {"L_N_Smin.alpha_N", "B_crit.alpha_B", "frontier.p_N"} <= keys
+  assert all(r["paper"] is not None for r in a["comparison"])
+
+
+def _line(fig, gid):
+  for ax in fig.axes:
+    for line in ax.get_lines():
+      if line.get_gid() == gid:
+        return np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+  raise AssertionError(f"no line with gid {gid}")
+
+
+@pytest.mark.slow  # the module's fits take ~30 s on 2 cores
+def test_figures_plot_the_metrics(study):
+  root, a, _ = study
+  figs = report_plots.make_figures(a)
+  for run in rundir.find_runs(root):
+    name = os.path.basename(run)
+    recs = metrics_lib.read_metrics(run)
+    steps, loss = metrics_lib.series(recs, "eval/validation/loss")
+    x, y = _line(figs["learning_curves.png"], f"curve:{name}")
+    np.testing.assert_array_equal(x, steps)
+    np.testing.assert_array_equal(y, loss)
+    gs, gv = metrics_lib.series(recs, "gns/b_simple_tokens")
+    x, y = _line(figs["b_simple.png"], f"gns:{name}")
+    np.testing.assert_array_equal(x, gs)
+    np.testing.assert_array_equal(y, gv)
+    x, y = _line(figs["frontier.png"], f"run_compute:{name}")
+    np.testing.assert_allclose(x, np.asarray(steps) * B_TOKENS * 6.0 * a["runs"][
+        [r["name"] for r in a["runs"]].index(name)]["N"])
+  # The held-out model: observed = its eval losses after warmup; predicted = the law.
+  big = os.path.join(root, "L4_d128")
+  steps, loss = metrics_lib.series(metrics_lib.read_metrics(big), "eval/validation/loss")
+  keep = np.asarray(steps) > 40
+  _, y_obs = _line(figs["fit_extrapolation.png"], "heldout:observed")
+  np.testing.assert_array_equal(y_obs, np.asarray(loss)[keep])
+  x_pred, y_pred = _line(figs["fit_extrapolation.png"], "heldout:predicted")
+  p = a["_fits"]["heldout"].params
+  n = 12 * 4 * 128 ** 2
+  np.testing.assert_allclose(y_pred, (p["N_c"] / n) ** p["alpha_N"]
+                             + (p["S_c"] / x_pred) ** p["alpha_S"], rtol=1e-9)
+  np.testing.assert_allclose(y_pred, y_obs, rtol=0.02)  # and it extrapolates well
+  # Final losses vs N, and the frontier line equals the report's frontier points.
+  x, y = _line(figs["fit_extrapolation.png"], "final")
+  np.testing.assert_array_equal(y, [r["final_loss"] for r in a["runs"]])
+  x, y = _line(figs["frontier.png"], "frontier_L")
+  np.testing.assert_allclose(x, a["frontier"]["points"]["C_min"])
+  np.testing.assert_allclose(y, a["frontier"]["points"]["L"])
+
+
+@pytest.mark.slow  # the module's fits take ~30 s on 2 cores
+def test_written_report(study):
+  root, a, paths = study
+  for name in report_plots.FIGURES:
+    assert os.path.getsize(paths[name]) < 200_000
+    with open(paths[name], "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  text = open(paths["html"]).read()
+  assert text.count("data:image/png;base64,") == len(report_plots.FIGURES)
+  assert "Held-out extrapolation" in text and "0.076" in text
+  data = json.load(open(paths["json"]))
+  assert data["heldout"]["rms_rel_error"] == pytest.approx(a["heldout"]["rms_rel_error"])
+  assert data["environment"]["training_versions"] == {"jax": "test"}
+  assert "L_N_Smin" in data and not any(k.startswith("_") for k in data)
+  table = report.key_table(a)
+  assert "alpha_N" in table and "held-out L4_d128" in table
+
+
+def test_report_cli_errors_on_empty_dir(tmp_path, capsys):
+  assert report.main([str(tmp_path)]) == 2
+  assert "no run directories" in capsys.readouterr().err
