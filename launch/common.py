@@ -7,15 +7,10 @@ import re
 import shlex
 from typing import Any, Mapping, Sequence
 
+from scaling_jax.sweep import format_override  # one home: `scaling-jax sweep` uses it too
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ("scaling-jax", "train")
-
-
-def format_override(key: str, value: Any) -> str:
-  """`--config.model.d_model=128`; bools/tuples in the form ml_collections parses."""
-  if isinstance(value, (list, tuple)):
-    value = repr(tuple(value))
-  return f"--config.{key}={value}"
 
 
 def train_command(config: str, workdir: str, overrides: Mapping[str, Any] | None = None,

@@ -21,7 +21,6 @@ fetches the code from --bucket, trains and syncs the run dir back to --bucket/ru
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shlex
@@ -35,60 +34,17 @@ if __package__ in (None, ""):  # run as a script: make `launch` and `scaling_jax
 
 from launch import common, slurm  # noqa: E402
 from scaling_jax import rundir  # noqa: E402
+# Sweep files are read exactly as `scaling-jax sweep` reads them.
+from scaling_jax.sweep import SweepError, load_sweep, normalize_runs  # noqa: E402,F401
+from scaling_jax.sweep import pending as _pending  # noqa: E402
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")
 ARCHIVE_EXCLUDES = (".git", ".venv", "__pycache__", "*.egg-info", "runs", "slurm_logs",
                     "logs", ".pytest_cache")
 
 
-class SweepError(ValueError):
-  """A sweep definition that cannot be submitted; the message says what to fix."""
-
-
-# ---------------------------------------------------------------------------- sweep files
-
-def normalize_runs(runs: Any, source: str = "get_sweep()") -> list[dict[str, Any]]:
-  """Dicts {name, config, overrides} from dicts or (name, config, overrides) tuples."""
-  out, seen = [], set()
-  for i, run in enumerate(runs):
-    if isinstance(run, (tuple, list)) and len(run) == 3:
-      run = {"name": run[0], "config": run[1], "overrides": run[2]}
-    if not isinstance(run, dict) or "name" not in run or "config" not in run:
-      raise SweepError(f"{source} item {i} is {run!r}; each run must be "
-                       '{"name": str, "config": "configs/X.py", "overrides": {...}}')
-    name = str(run["name"])
-    if not NAME_RE.fullmatch(name):
-      raise SweepError(f"{source} run name {name!r} must be letters, digits, _ . = - "
-                       "(it becomes a directory name)")
-    if name in seen:
-      raise SweepError(f"{source} has two runs named {name!r}; names must be unique")
-    seen.add(name)
-    out.append({"name": name, "config": str(run["config"]),
-                "overrides": dict(run.get("overrides") or {})})
-  if not out:
-    raise SweepError(f"{source} returned no runs")
-  return out
-
-
-def load_sweep(path: str) -> list[dict[str, Any]]:
-  """Imports the sweep file and normalizes its get_sweep()."""
-  if not os.path.isfile(path):
-    raise SweepError(f"sweep file {path!r} not found")
-  spec = importlib.util.spec_from_file_location("_sweep_definition", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
-    raise SweepError(f"{path} defines no get_sweep(); add one returning the list of runs")
-  return normalize_runs(module.get_sweep(), f"{path}:get_sweep()")
-
-
 def pending(runs: list[dict[str, Any]], out_dir: str, skip_finished: bool = True):
   """(runs still to do, names skipped because their status.json says finished)."""
-  todo, done = [], []
-  for run in runs:
-    finished = rundir.read_status(os.path.join(out_dir, run["name"]))["status"] == "finished"
-    (done if skip_finished and finished else todo).append(run)
-  return todo, [r["name"] for r in done]
+  return _pending(runs, out_dir, rerun_finished=not skip_finished)
 
 
 def run_command(run: dict[str, Any], out_dir: str, entry=common.TRAIN) -> list[str]:

@@ -136,6 +136,10 @@ def validate(config, num_devices: int | None = None) -> None:
     raise ConfigError(f"config.optim.lr={config.optim.lr} must be > 0")
   if not 0 <= config.optim.warmup_steps:
     raise ConfigError("config.optim.warmup_steps must be >= 0")
+  if config.optim.schedule == "cosine" and config.optim.warmup_steps >= t.num_steps:
+    raise ConfigError(
+        f"config.optim.warmup_steps={config.optim.warmup_steps} leaves no steps for the cosine "
+        f"decay of a {t.num_steps}-step run; use fewer warmup steps or schedule=constant")
   if not 0.0 <= config.gns.ema < 1.0:
     raise ConfigError(f"config.gns.ema={config.gns.ema} must be in [0, 1)")
   k = num_micro_batches(config)

@@ -119,19 +119,9 @@ def pending(runs: Sequence[Mapping[str, Any]], out_dir: str, rerun_finished: boo
 # ---------------------------------------------------------------------------- progress
 
 def load_run_config(config: str, overrides: Mapping[str, Any]):
-  """The ConfigDict a run trains with: train_cli.load_config with the overrides applied.
-
-  ml_collections finds the override flags in sys.argv (unless given sys_argv), so they
-  are put there while parsing.
-  """
+  """The ConfigDict a run trains with: train_cli.load_config with the overrides applied."""
   from scaling_jax.train_cli import load_config
-  flags = [format_override(k, v) for k, v in overrides.items()]
-  saved = sys.argv
-  sys.argv = [saved[0] if saved else "scaling-jax", f"--config={config}", *flags]
-  try:
-    return load_config(config, flags)
-  finally:
-    sys.argv = saved
+  return load_config(config, [format_override(k, v) for k, v in overrides.items()])
 
 
 def run_cost(run: Mapping[str, Any]) -> tuple[float, int]:

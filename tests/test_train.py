@@ -143,6 +143,7 @@ def test_nan_skip_policy_counts_and_goes_on(array_path, tmp_path, monkeypatch):
     ("model.n_heads", 3, "does not divide"),
     ("optim.name", "sgd", "is not one of"),
     ("train.grad_accum", 3, "not divisible by the 3 micro-batches"),
+    ("optim.warmup_steps", 20, "leaves no steps for the cosine decay"),
 ])
 def test_bad_config_fails_before_compiling(array_path, tmp_path, field, value, fragment):
   c = tiny_config(array_path)
