@@ -69,3 +69,14 @@ def test_chinchilla_optimum_balances_n_and_d():
   assert slope == pytest.approx(p["beta"] / (p["alpha"] + p["beta"]), rel=1e-9)
   np.testing.assert_allclose(6 * out["N_opt"] * out["D_opt"], out["C"])
   assert 0.45 < slope < 0.55  # N_opt ~ C^0.5, not Kaplan's 0.73
+
+
+def test_closed_form_survives_a_c_c_beyond_float_range():
+  """A fit far from the paper's regime (tiny alpha_S) must not overflow: C_c -> inf, L finite."""
+  from scaling_jax.scaling import frontier as fr
+  l_n_s = {"N_c": 5.5e17, "S_c": 7.9e3, "alpha_N": 0.042, "alpha_S": 4.5e-17}  # a real collapse
+  b_crit = {"B_star": 8.8e10, "alpha_B": 0.093}
+  cf = fr.closed_form(l_n_s, b_crit)
+  assert cf["C_c_min"] == float("inf") and cf["log_C_c_min"] > 709
+  at = fr.closed_form_at(l_n_s, b_crit, [1e18, 1e20])
+  assert np.all(np.isfinite(at["L"])) and np.all(at["L"] > 0)

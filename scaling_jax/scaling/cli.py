@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
       report["holdout"] = {k: v for k, v in holdout.items() if k != "fit"}
       report["holdout"]["fit_params"] = holdout["fit"].params
     if law.name == "L_N_Smin":
-      report["frontier"] = _frontier_report(result, table, args.b_crit, out, not args.no_plots)
+      try:
+        report["frontier"] = _frontier_report(result, table, args.b_crit, out, not args.no_plots)
+      except (FitError, OverflowError, FloatingPointError, ValueError) as e:
+        warnings.append(f"frontier not computed from this fit ({type(e).__name__}: {e}); the "
+                        "fitted exponents are too far from a usable regime, see the table")
     if not args.no_plots:
       from scaling_jax.scaling import plots as plots_lib
       report["plots"] = [plots_lib.plot_fit(result, table, os.path.join(out, f"fit_{law.name}.png"),

@@ -51,15 +51,18 @@ def closed_form(l_n_s: Any, b_crit: Any = KAPLAN_B_CRIT) -> dict[str, float]:
   r = a_n / a_s
   log_cc = (math.log(6 * p["N_c"] * p["S_c"] * q["B_star"]) + (1 / a_n + 1 / a_s) * math.log1p(r)
             - math.log(r) / a_s)
-  return {"alpha_C_min": a_c, "C_c_min": math.exp(log_cc), "p_N": a_c / a_n, "p_S": a_c / a_s,
-          "p_B": a_c / a_b, "p_D": a_c / a_b + a_c / a_s, "loss_ratio": 1 + r}
+  # Laws fitted far from the paper's regime can put C_c beyond float range: keep its log,
+  # and let C_c itself be inf rather than raise (C_c^alpha stays finite through log_C_c_min).
+  c_c = math.exp(log_cc) if log_cc < 709.0 else math.inf
+  return {"alpha_C_min": a_c, "C_c_min": c_c, "log_C_c_min": log_cc, "p_N": a_c / a_n,
+          "p_S": a_c / a_s, "p_B": a_c / a_b, "p_D": a_c / a_b + a_c / a_s, "loss_ratio": 1 + r}
 
 
 def closed_form_at(l_n_s: Any, b_crit: Any, c_min: Any) -> dict[str, np.ndarray]:
   """App. B's exact optimum at budgets `c_min` (FLOPs): same keys as `frontier`."""
   p, q, cf = _params(l_n_s), _params(b_crit), closed_form(l_n_s, b_crit)
   c = np.asarray(c_min, float)
-  loss = (cf["C_c_min"] / c) ** cf["alpha_C_min"]
+  loss = np.exp(cf["alpha_C_min"] * (cf["log_C_c_min"] - np.log(c)))  # (C_c / C)^alpha_C
   l_n = loss / cf["loss_ratio"]
   n = p["N_c"] * l_n ** (-1 / p["alpha_N"])
   s = p["S_c"] * ((cf["loss_ratio"] - 1) * l_n) ** (-1 / p["alpha_S"])
