@@ -345,15 +345,8 @@ def environment(runs) -> dict[str, Any]:
 def public(a: dict[str, Any]) -> dict[str, Any]:
   """The JSON part of an analysis (drops the private '_' entries)."""
   return json.loads(json.dumps({k: v for k, v in a.items() if not k.startswith("_")},
-                               default=_json_default))
+                               default=rundir.json_default))
 
-
-def _json_default(o):
-  if isinstance(o, (np.floating, np.integer, np.bool_)):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  return str(o)
 
 
 # ---------------------------------------------------------------------------- output

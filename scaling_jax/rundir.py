@@ -26,11 +26,20 @@ CHECKPOINT_DIR = "checkpoints"
 STATUSES = ("running", "finished", "failed", "preempted")
 
 
+def json_default(o: Any) -> Any:
+  """JSON for numpy scalars and arrays; anything else as its string."""
+  if hasattr(o, "item") and getattr(o, "ndim", 1) == 0:
+    return o.item()
+  if hasattr(o, "tolist"):
+    return o.tolist()
+  return str(o)
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
   """Writes JSON through a temp file + rename, so readers never see half a file."""
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    json.dump(obj, f, indent=2, sort_keys=True, default=json_default)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)

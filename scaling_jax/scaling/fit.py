@@ -26,6 +26,7 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
+from scaling_jax import rundir
 from scaling_jax.scaling.laws import FitError, Law, get_law
 
 __all__ = ["FitError", "FitResult", "Prediction", "fit_law", "fit_batch", "holdout_error",
@@ -371,7 +372,7 @@ class FitResult:
         "bootstrap_converged": self.bootstrap_converged,
         "unidentifiable": self.unidentifiable, "warnings": self.warnings,
     }
-    return json.loads(json.dumps(out, default=_json_default))
+    return json.loads(json.dumps(out, default=rundir.json_default))
 
   def to_json(self, path: str | None = None) -> str:
     """The report as JSON text; also written to `path` when given."""
@@ -398,13 +399,6 @@ class FitResult:
     lines += [f"warning: {w}" for w in self.warnings]
     return "\n".join(lines)
 
-
-def _json_default(o):
-  if isinstance(o, (np.floating, np.integer, np.bool_)):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  return str(o)
 
 
 def _intervals(law: Law, theta_BP: np.ndarray, ok_B: np.ndarray, level: float):
