@@ -13,6 +13,7 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from scaling_jax.config import ConfigError
@@ -66,9 +67,9 @@ def make_mesh(config, devices=None) -> Mesh:
   devices = jax.devices() if devices is None else devices
   dims = mesh_shape(config, len(devices))
   shape = tuple(dims[a] for a in AXES)
-  try:
-    device_array = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
-  except Exception:  # odd topologies: fall back to plain order
+  try:  # interconnect-aware layout (TPU torus, NVLink islands)
+    device_array = mesh_utils.create_device_mesh(shape, devices)
+  except (ValueError, NotImplementedError, AssertionError):  # odd topologies: plain order
     device_array = np.asarray(devices).reshape(shape)
   return Mesh(device_array, AXES, axis_types=(AxisType.Auto,) * len(AXES))
 

@@ -244,6 +244,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   prepare_workdir(config, workdir, facts, is_main)
   rundir.write_status(workdir, "running") if is_main else None
 
+  try:
+    return _run(config, workdir, data_lib, counts, is_main)
+  except Exception as e:  # restore, data or init failures too: never leave 'running' behind
+    if is_main and not isinstance(e, TrainingDiverged) and (
+        rundir.read_status(workdir)["status"] == "running"):
+      rundir.mark_failed(workdir, e)
+    raise
+
+
+def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: bool):
+  """The body of train_and_evaluate once the run directory is set up."""
   mesh = sharding.make_mesh(config)
   model = model_lib.build(config.model)
   num_steps = int(config.train.num_steps)
@@ -273,7 +284,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   peak, peak_source = hardware.peak_flops_per_device(
       config.model.dtype, config.train.peak_flops_per_device)
-  host_peak = peak if jax.devices()[0].platform == "cpu" else peak * jax.device_count()
+  # On CPU the measured peak is one host's (simulated devices share its cores).
+  on_cpu = jax.devices()[0].platform == "cpu"
+  host_peak = peak * (jax.process_count() if on_cpu else jax.device_count())
   tokens_per_step = config.train.batch_size * config.model.n_ctx
 
   def evaluate(state) -> dict[str, float]:
@@ -367,17 +380,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           record = {"step": step, **evaluate(state)}
           writer.write(record)
           last.update(record)
-        if ckpt_now or preempted:
-          save(state, time_s, pending_losses)
+        if ckpt_now or preempted:  # time_s so far, including a log window cut short
+          save(state, time_s + (0.0 if log_now else time.perf_counter() - window_start),
+               pending_losses)
         if preempted:
           status = "preempted"
           break
+      ckpt.wait()  # an async save that fails raises here, inside the try
     except Exception as e:  # disk full, I/O errors...: status 'failed' with the error (#10)
       if is_main and not isinstance(e, TrainingDiverged):
         rundir.mark_failed(workdir, e, step=step)
       raise
     finally:
-      ckpt.wait()
       progress.close()
       writer.close()
   if is_main:

@@ -152,3 +152,15 @@ def test_bad_config_fails_before_compiling(array_path, tmp_path, field, value, f
   with pytest.raises(config_lib.ConfigError, match=fragment):
     train.train_and_evaluate(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_failure_before_the_loop_marks_the_run_failed(array_path, tmp_path, monkeypatch):
+  """A failure after status 'running' is written but before training (data, restore, init)."""
+  def broken(*a, **k):
+    raise data_lib.DataError("iterator settings changed; use the original data config")
+  monkeypatch.setattr(data_lib, "make_train_iterator", broken)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(data_lib.DataError):
+    train.train_and_evaluate(tiny_config(array_path), workdir)
+  status = rundir.read_status(workdir)
+  assert status["status"] == "failed" and "iterator settings changed" in status["error"]
