@@ -242,7 +242,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   counts = accounting.counts(config.model)
   facts = run_facts(config, counts, data_info)
   prepare_workdir(config, workdir, facts, is_main)
-  rundir.write_status(workdir, "running") if is_main else None
+  if is_main:
+    rundir.write_status(workdir, "running")
 
   try:
     return _run(config, workdir, data_lib, counts, is_main)
