@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from common import environment, write_section  # noqa: E402
+from common import environment, publish  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -88,10 +88,7 @@ def main(argv=None) -> int:
   head = full - med["forward + backward, no head"]
   lines += ["", f"The 4096-way head (unembedding + cross-entropy) costs {head * 1e3:.0f} ms, "
             f"{head / full:.0%} of forward + backward."]
-  text = "\n".join(lines) + "\n"
-  print(text)
-  if not args.no_write:
-    write_section(text, HEADING)
+  publish(lines, HEADING, write=not args.no_write)
   return 0
 
 

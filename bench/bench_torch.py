@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_train import CPU_SHAPES, make_config, time_steps  # noqa: E402
-from common import environment, write_section  # noqa: E402
+from common import environment, publish  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -104,10 +104,7 @@ def main(argv=None) -> int:
            "| --- | --- | --- | --- | --- |"]
   lines += [f"| {n} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {a / c:.2f} |" for n, a, b, c in rows]
   lines += ["", f"Geometric mean ratio: {geo:.2f}."]
-  text = "\n".join(lines) + "\n"
-  print(text)
-  if not args.no_write:
-    write_section(text, HEADING)
+  publish(lines, HEADING, write=not args.no_write)
   return 0
 
 

@@ -25,6 +25,15 @@ def write_section(text: str, heading: str, path: pathlib.Path = BENCHMARKS) -> N
   path.write_text(new if new.endswith("\n") else new + "\n")
 
 
+def publish(lines: list[str], heading: str, write: bool = True) -> str:
+  """Prints a section and (unless `write` is False) puts it into BENCHMARKS.md."""
+  text = "\n".join(lines) + "\n"
+  print(text)
+  if write:
+    write_section(text, heading)
+  return text
+
+
 def environment() -> str:
   """One line: machine, cores, Python and the versions that matter for speed."""
   import jax
