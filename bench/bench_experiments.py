@@ -48,6 +48,8 @@ def measure(arch: str, n_layer: int, d_model: int, batch: int, steps: int, root:
   config = exp_common.load_config(entry)
   config.train.update(num_steps=steps, log_every=5, eval_every=steps, ckpt_every=steps,
                       progress=False)
+  # A probe times steps, not the schedule: keep the warmup shorter than the short run.
+  config.optim.warmup_steps = min(config.optim.warmup_steps, steps // 2)
   workdir = os.path.join(root, f"{arch}_{n_layer}_{d_model}_{batch}")
   shutil.rmtree(workdir, ignore_errors=True)
   t0 = time.perf_counter()
