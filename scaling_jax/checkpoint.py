@@ -23,6 +23,8 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from scaling_jax import rundir
+
 log = logging.getLogger(__name__)
 
 UNREADABLE_DIR = "checkpoints_unreadable"  # beside checkpoints/: steps that failed to restore
@@ -34,8 +36,7 @@ class CheckpointError(RuntimeError):
 
 
 def _describe(e: BaseException) -> str:
-  text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-  return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+  return rundir.describe_error(e, limit=300)
 
 
 def _is_primary() -> bool:

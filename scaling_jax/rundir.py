@@ -70,10 +70,11 @@ def write_status(run_dir: str, status: str, **extra: Any) -> None:
   write_json_atomic(os.path.join(run_dir, STATUS_FILE), {"status": status, **extra})
 
 
-def describe_error(e: BaseException) -> str:
-  """'Type: first line of the message' -- what status.json and a sweep report show."""
+def describe_error(e: BaseException, limit: int | None = None) -> str:
+  """'Type: first line of the message' (cut to `limit` characters) -- what status.json, a
+  sweep report and checkpoint errors show."""
   text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+  return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
 
 
 def mark_failed(run_dir: str, error: BaseException | str, **extra: Any) -> bool:
