@@ -380,7 +380,6 @@ def loss_by_position(run_dir: str, eval_set: str = "validation",
   import jax
   import jax.numpy as jnp
   import ml_collections
-  import optax
   import orbax.checkpoint as ocp
 
   from scaling_jax import data as data_lib, model as model_lib, sharding
@@ -413,9 +412,7 @@ def loss_by_position(run_dir: str, eval_set: str = "validation",
   @jax.jit
   def per_position(params, tokens_BT1):
     logits_BTV = model.apply({"params": params}, tokens_BT1[:, :-1])
-    loss_BT = optax.softmax_cross_entropy_with_integer_labels(
-        logits_BTV.astype(jnp.float32), tokens_BT1[:, 1:])
-    return loss_BT.mean(axis=0)
+    return model_lib.token_losses(logits_BTV, tokens_BT1[:, 1:]).mean(axis=0)
 
   batches = data_lib.make_eval_batches(config, eval_set)
   losses = [np.asarray(per_position(restored["params"], jnp.asarray(b))) for b in batches]

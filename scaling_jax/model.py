@@ -12,6 +12,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -169,6 +170,12 @@ def unembed(module: nn.Module, cfg: ModelConfig, x_BTD, wte_VD):
                         DTYPES[cfg.param_dtype])
   logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, w_DV.astype(x_BTD.dtype))
   return nn.with_logical_constraint(logits_BTV, ("act_batch", "act_length", "act_vocab"))
+
+
+def token_losses(logits_BTV, targets_BT):
+  """Next-token cross-entropy in nats at every position [B, T], computed in float32."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits_BTV.astype(jnp.float32), targets_BT)
 
 
 def build(model_cfg) -> nn.Module:

@@ -46,8 +46,7 @@ class TrainState:
 
 def cross_entropy(logits_BTV, targets_BT):
   """Mean next-token cross-entropy in nats, computed in float32."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits_BTV.astype(jnp.float32), targets_BT).mean()
+  return model_lib.token_losses(logits_BTV, targets_BT).mean()
 
 
 def make_loss_fn(model: nn.Module):
