@@ -382,7 +382,7 @@ def loss_by_position(run_dir: str, eval_set: str = "validation",
   import ml_collections
   import orbax.checkpoint as ocp
 
-  from scaling_jax import data as data_lib, model as model_lib, sharding
+  from scaling_jax import data as data_lib, losses, model as model_lib, sharding
 
   cfg_json = rundir.read_config(run_dir)
   if not cfg_json:
@@ -412,7 +412,7 @@ def loss_by_position(run_dir: str, eval_set: str = "validation",
   @jax.jit
   def per_position(params, tokens_BT1):
     logits_BTV = model.apply({"params": params}, tokens_BT1[:, :-1])
-    return model_lib.token_losses(logits_BTV, tokens_BT1[:, 1:]).mean(axis=0)
+    return losses.token_losses(logits_BTV, tokens_BT1[:, 1:]).mean(axis=0)
 
   batches = data_lib.make_eval_batches(config, eval_set)
   losses = [np.asarray(per_position(restored["params"], jnp.asarray(b))) for b in batches]

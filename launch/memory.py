@@ -12,12 +12,21 @@ What is counted (bytes per device):
                2·a·s² (softmax probabilities; 0 with flash/cuDNN attention).
                remat "full": only each block's input (2·s·h) is kept, plus one block's
                activations live again while it is recomputed in the backward pass.
-  logits       f32 logits and their gradient for the loss: 8·s·V bytes per sequence.
+  attention    without flash/cuDNN attention, the backward pass of one block holds the f32
+               scores, probabilities and their two gradients at once: 16·a·s² bytes per
+               sequence (seen in XLA's buffer assignment, bench/bench_memory.py).
+  loss         the unembedding + cross-entropy. Fused (the default, `scaling_jax/losses.py`):
+               f32 logits and their gradient for one chunk of c tokens, 8·c·V, plus the
+               f32 gradient of the unembedding it accumulates, 4·h·V; c is what
+               `losses.num_chunks` picks for the accelerator budget (1 GiB of logits).
+               Unfused (`model.loss_chunk_tokens=0`): 8·s·V bytes per sequence.
 Not counted: XLA temporaries/fragmentation (keep ~10-20% headroom), the data pipeline,
 the optimizer's transient update buffers.
 """
 
 from __future__ import annotations
+
+from scaling_jax import losses
 
 GiB = 2 ** 30
 
@@ -35,12 +44,14 @@ def param_count(n_layer: int, d_model: int, n_ctx: int, vocab: int,
 
 def estimate_memory(n_layer: int, d_model: int, n_heads: int, n_ctx: int, vocab: int,
                     batch_per_device: int, fsdp: int = 1, remat: str | bool = "none", *,
-                    flash_attention: bool = False,
-                    tie_embeddings: bool = False) -> dict[str, int]:
+                    flash_attention: bool = False, fused_loss: bool = True,
+                    tie_embeddings: bool = False, act_bytes: int = 2) -> dict[str, int]:
   """Bytes per device of one training step; see the module docstring for what is counted.
 
   `batch_per_device` is the micro-batch each device holds at once (sequences);
-  `fsdp` the number of devices the parameters and optimizer state are sharded over.
+  `fsdp` the number of devices the parameters and optimizer state are sharded over;
+  `act_bytes` the bytes of a stored activation (2: bf16; 4 where bf16 is computed in f32,
+  as XLA:CPU does).
   """
   remat = {True: "full", False: "none"}.get(remat, remat)
   if remat not in ("none", "full"):
@@ -51,16 +62,22 @@ def estimate_memory(n_layer: int, d_model: int, n_heads: int, n_ctx: int, vocab:
   s, h, a, b = n_ctx, d_model, n_heads, batch_per_device
   state = 16 * params["total"] // fsdp
   gathered = 2 * 2 * params["per_layer"] if fsdp > 1 else 0
-  per_layer_act = b * (32 * s * h + (0 if flash_attention else 2 * a * s * s))
+  per_layer_act = b * (32 * s * h + (0 if flash_attention else 2 * a * s * s)) * act_bytes // 2
   if remat == "none":
     activations = n_layer * per_layer_act
   else:
-    activations = n_layer * b * 2 * s * h + per_layer_act
-  logits = 8 * b * s * vocab
-  total = state + gathered + activations + logits
+    activations = n_layer * b * s * h * act_bytes + per_layer_act
+  attention = 0 if flash_attention else 16 * a * s * s * b
+  if fused_loss:
+    chunk_tokens = losses.AUTO_CHUNK_BYTES_ACCELERATOR // (4 * vocab)
+    c = b * s // losses.num_chunks(b, s, vocab, chunk_tokens) if b else 0
+    loss = 8 * c * vocab + 4 * h * vocab
+  else:
+    loss = 8 * b * s * vocab
+  total = state + gathered + activations + attention + loss
   return {"n_params": params["total"], "n_params_non_embedding": params["non_embedding"],
           "state": state, "gathered_params": gathered, "activations": activations,
-          "logits": logits, "total": total}
+          "attention_backward": attention, "loss": loss, "total": total}
 
 
 # name: (n_layer, d_model, n_heads); GPT-3 paper Table 2.1, n_ctx 1024 here (paper: 2048)
@@ -99,7 +116,8 @@ def breakdown(name: str, slice_name: str, batch_per_device: int, remat: str) -> 
   m = estimate_memory(n_layer, d, heads, N_CTX, VOCAB, batch_per_device, fsdp=devices,
                       remat=remat)
   parts = ", ".join(f"{k} {m[k] / GiB:.2f}" for k in
-                    ("state", "gathered_params", "activations", "logits", "total"))
+                    ("state", "gathered_params", "activations", "attention_backward", "loss",
+                     "total"))
   return f"{name} on {slice_name}, {batch_per_device} seq/device, remat {remat}: {parts} GiB"
 
 

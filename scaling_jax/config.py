@@ -30,8 +30,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.tie_embeddings = False
   c.model.param_dtype = "float32"
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16
-  c.model.attention = "auto"  # auto | xla | cudnn (jax.nn.dot_product_attention impl)
+  # auto | einsum | xla | cudnn (xla and cudnn: jax.nn.dot_product_attention's implementations)
+  c.model.attention = "auto"
   c.model.remat = "none"  # none | full | dots (rematerialisation policy per block)
+  # Training loss: the unembedding fused with the cross-entropy over chunks of this many
+  # tokens (never the whole [B, T, V] logits); -1 = sized for the backend, 0 = unfused.
+  c.model.loss_chunk_tokens = -1
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "stdlib"  # stdlib | text_files | array | any TFDS catalog name
@@ -49,6 +53,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 16  # global batch in sequences
   c.train.num_steps = 100
   c.train.grad_accum = 1  # micro-batches per step (gradient accumulation)
+  # Cap on tokens per device in one forward/backward pass: bigger micro-batches run in several
+  # passes, gradients summed (same result, smaller working set). -1: 1024 on CPU, no cap on
+  # accelerators; 0: no cap.
+  c.train.max_pass_tokens = -1
   c.train.log_every = 10
   c.train.eval_every = 50
   c.train.ckpt_every = 50
@@ -87,7 +95,7 @@ VALID = {
     "model.arch": ("transformer", "universal", "lstm"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.dtype": ("float32", "bfloat16"),
-    "model.attention": ("auto", "xla", "cudnn"),
+    "model.attention": ("auto", "einsum", "xla", "cudnn"),
     "model.remat": ("none", "full", "dots"),
     "optim.name": ("adamw", "adafactor"),
     "optim.lr_rule": ("fixed", "kaplan"),
@@ -132,6 +140,12 @@ def validate(config, num_devices: int | None = None) -> None:
     raise ConfigError(
         f"config.model.n_heads={m.n_heads} does not divide config.model.d_model={m.d_model}; "
         f"pick n_heads among {[h for h in range(1, m.d_model + 1) if m.d_model % h == 0][:12]}")
+  if not isinstance(t.max_pass_tokens, int) or t.max_pass_tokens < -1:
+    raise ConfigError(f"config.train.max_pass_tokens={t.max_pass_tokens!r} must be a positive "
+                      "number of tokens, -1 (the backend's default) or 0 (no cap)")
+  if not isinstance(m.loss_chunk_tokens, int) or m.loss_chunk_tokens < -1:
+    raise ConfigError(f"config.model.loss_chunk_tokens={m.loss_chunk_tokens!r} must be a "
+                      "positive number of tokens, -1 (sized for the backend) or 0 (unfused)")
   if config.optim.lr <= 0:
     raise ConfigError(f"config.optim.lr={config.optim.lr} must be > 0")
   if not 0 <= config.optim.warmup_steps:
@@ -183,13 +197,17 @@ def _flatten(d, prefix=""):
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-  """Human-readable differences between two config dicts, ignoring RESUME_FREE fields."""
+  """Human-readable differences between two config dicts, ignoring RESUME_FREE fields.
+
+  A field that `old` lacks (written before the field existed) counts as its default.
+  """
   a, b = _flatten(old), _flatten(new)
+  defaults = _flatten(default_config().to_dict())
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key in RESUME_FREE:
       continue
-    va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+    va, vb = a.get(key, defaults.get(key, "<absent>")), b.get(key, "<absent>")
     if isinstance(va, tuple):
       va = list(va)
     if va != vb:

@@ -12,7 +12,8 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
+
+from scaling_jax import losses
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -32,6 +33,7 @@ class ModelConfig:
   attention: str = "auto"
   remat: str = "none"
   arch: str = "transformer"
+  loss_chunk_tokens: int = -1
 
   @classmethod
   def from_config(cls, model_cfg) -> "ModelConfig":
@@ -56,11 +58,32 @@ def _layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
 
 
 def attention_impl(cfg: ModelConfig) -> str | None:
-  """`jax.nn.dot_product_attention` implementation: cuDNN's fused kernel on GPU in bf16."""
+  """Which causal attention a config gets. `auto`: cuDNN's fused kernel on GPU in bf16, the
+  einsum form on CPU (the fastest there, bench/bench_profile.py), else None (JAX's choice
+  in `jax.nn.dot_product_attention`)."""
   if cfg.attention != "auto":
     return cfg.attention
-  on_gpu = jax.default_backend() == "gpu"
-  return "cudnn" if on_gpu and cfg.dtype == "bfloat16" else None
+  backend = jax.default_backend()
+  if backend == "gpu" and cfg.dtype == "bfloat16":
+    return "cudnn"
+  return "einsum" if backend == "cpu" else None
+
+
+def einsum_attention(q_BTNH, k_BTNH, v_BTNH):
+  """Causal softmax attention as two batched matmuls around a masked float32 softmax."""
+  t, h = q_BTNH.shape[1], q_BTNH.shape[-1]
+  s_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH * jnp.asarray(h ** -0.5, q_BTNH.dtype), k_BTNH,
+                      preferred_element_type=jnp.float32)
+  s_BNTS = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s_BNTS, -1e30)
+  p_BNTS = jax.nn.softmax(s_BNTS, axis=-1).astype(v_BTNH.dtype)
+  return jnp.einsum("bnts,bsnh->btnh", p_BNTS, v_BTNH)
+
+
+def causal_attention(cfg: ModelConfig, q_BTNH, k_BTNH, v_BTNH):
+  impl = attention_impl(cfg)
+  if impl == "einsum":
+    return einsum_attention(q_BTNH, k_BTNH, v_BTNH)
+  return jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH, is_causal=True, implementation=impl)
 
 
 class CausalSelfAttention(nn.Module):
@@ -82,8 +105,7 @@ class CausalSelfAttention(nn.Module):
     qkv_BT3NH = qkv_BT3NH + b_qkv.astype(dtype)
     q_BTNH, k_BTNH, v_BTNH = qkv_BT3NH[:, :, 0], qkv_BT3NH[:, :, 1], qkv_BT3NH[:, :, 2]
     q_BTNH = nn.with_logical_constraint(q_BTNH, ("act_batch", "act_length", "act_heads", None))
-    o_BTNH = jax.nn.dot_product_attention(
-        q_BTNH, k_BTNH, v_BTNH, is_causal=True, implementation=attention_impl(cfg))
+    o_BTNH = causal_attention(cfg, q_BTNH, k_BTNH, v_BTNH)
     return jnp.einsum("btnh,nhd->btd", o_BTNH, w_out.astype(dtype)) + b_out.astype(dtype)
 
 
@@ -148,7 +170,7 @@ class Transformer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BT, return_hidden: bool = False):
+  def __call__(self, tokens_BT, targets_BT=None, return_hidden: bool = False):
     cfg = self.cfg
     x_BTD, wte = Embed(cfg, name="embed")(tokens_BT)
     x_BTD = nn.with_logical_constraint(x_BTD, ("act_batch", "act_length", "act_embed"))
@@ -158,24 +180,29 @@ class Transformer(nn.Module):
     x_BTD = _layer_norm(cfg, "ln_f")(x_BTD)
     if return_hidden:
       return x_BTD
-    return unembed(self, cfg, x_BTD, wte)
+    return head(self, cfg, x_BTD, wte, targets_BT)
 
 
-def unembed(module: nn.Module, cfg: ModelConfig, x_BTD, wte_VD):
-  """Logits from the final hidden states: tied (wte^T) or a separate `unembed` matrix."""
+def head(module: nn.Module, cfg: ModelConfig, x_BTD, wte_VD, targets_BT=None):
+  """Logits [B, T, V] from the final hidden states, or given `targets_BT` the mean
+  next-token loss (the unembedding fused with the cross-entropy, `losses.py`).
+
+  The unembedding is tied (wte^T) or a separate `unembed` matrix.
+  """
   if cfg.tie_embeddings:
     w_DV = wte_VD.T
   else:
     w_DV = module.param("unembed", _init(("embed", "vocab")), (cfg.d_model, cfg.vocab_size),
                         DTYPES[cfg.param_dtype])
+  if targets_BT is not None and cfg.loss_chunk_tokens != 0:
+    b, t = targets_BT.shape
+    n = losses.num_chunks(b, t, cfg.vocab_size, cfg.loss_chunk_tokens)
+    return losses.fused_mean_loss(x_BTD, w_DV, targets_BT, n)
   logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, w_DV.astype(x_BTD.dtype))
-  return nn.with_logical_constraint(logits_BTV, ("act_batch", "act_length", "act_vocab"))
-
-
-def token_losses(logits_BTV, targets_BT):
-  """Next-token cross-entropy in nats at every position [B, T], computed in float32."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits_BTV.astype(jnp.float32), targets_BT)
+  logits_BTV = nn.with_logical_constraint(logits_BTV, ("act_batch", "act_length", "act_vocab"))
+  if targets_BT is not None:
+    return losses.token_losses(logits_BTV, targets_BT).mean()
+  return logits_BTV
 
 
 def build(model_cfg) -> nn.Module:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from scaling_jax import accounting
 from scaling_jax.model import (DTYPES, Embed, ModelConfig, _init, _layer_norm, block_class,
-                               unembed)
+                               head)
 
 ARCHS = ("universal", "lstm")
 
@@ -38,7 +38,7 @@ class UniversalTransformer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BT, return_hidden: bool = False):
+  def __call__(self, tokens_BT, targets_BT=None, return_hidden: bool = False):
     cfg = self.cfg
     x_BTD, wte = Embed(cfg, name="embed")(tokens_BT)
     x_BTD = nn.with_logical_constraint(x_BTD, ("act_batch", "act_length", "act_embed"))
@@ -48,7 +48,7 @@ class UniversalTransformer(nn.Module):
     x_BTD = _layer_norm(cfg, "ln_f")(x_BTD)
     if return_hidden:
       return x_BTD
-    return unembed(self, cfg, x_BTD, wte)
+    return head(self, cfg, x_BTD, wte, targets_BT)
 
 
 class LSTMLM(nn.Module):
@@ -60,7 +60,7 @@ class LSTMLM(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BT, return_hidden: bool = False):
+  def __call__(self, tokens_BT, targets_BT=None, return_hidden: bool = False):
     cfg = self.cfg
     dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
     wte = self.param("wte", _init(("vocab_in", "embed")), (cfg.vocab_size, cfg.d_model), pdtype)
@@ -80,7 +80,7 @@ class LSTMLM(nn.Module):
     x_BTD = _layer_norm(cfg, "ln_f")(x_BTD)
     if return_hidden:
       return x_BTD
-    return unembed(self, cfg, x_BTD, wte)
+    return head(self, cfg, x_BTD, wte, targets_BT)
 
 
 def build(cfg: ModelConfig) -> nn.Module:

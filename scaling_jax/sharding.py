@@ -107,6 +107,14 @@ def logical_shardings(abstract_tree, mesh: Mesh):
       mesh_specs, shapes, is_leaf=lambda s: isinstance(s, P))
 
 
+def batch_shards() -> int:
+  """How many shards the batch of activations (`act_batch`) has under the current mesh
+  (`jax.set_mesh`); 1 outside one."""
+  mesh = jax.sharding.get_abstract_mesh()
+  axes = dict(RULES)["act_batch"]
+  return 1 if mesh.empty else math.prod(mesh.shape.get(a, 1) for a in axes)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Token batches [B, T]: B split over data x fsdp."""
   return NamedSharding(mesh, P(("data", "fsdp"), None))

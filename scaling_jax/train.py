@@ -27,6 +27,7 @@ from scaling_jax import model as model_lib, noise_scale, optim, preflight, rundi
 
 
 PREEMPTION_SYNC_EVERY = 10  # steps between multi-process checks for a stop signal
+CPU_PASS_TOKENS = 1024  # tokens per device in one forward/backward pass on CPU (measured best)
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,15 +45,10 @@ class TrainState:
   first_bad_step: jax.Array  # -1 if none
 
 
-def cross_entropy(logits_BTV, targets_BT):
-  """Mean next-token cross-entropy in nats, computed in float32."""
-  return model_lib.token_losses(logits_BTV, targets_BT).mean()
-
-
 def make_loss_fn(model: nn.Module):
+  """(params, tokens [B, T+1]) -> mean next-token cross-entropy in nats (float32)."""
   def loss_fn(params, tokens_BT1):
-    logits_BTV = model.apply({"params": params}, tokens_BT1[:, :-1])
-    return cross_entropy(logits_BTV, tokens_BT1[:, 1:])
+    return model.apply({"params": params}, tokens_BT1[:, :-1], targets_BT=tokens_BT1[:, 1:])
   return loss_fn
 
 
@@ -60,37 +56,75 @@ def _sq_norm(tree) -> jax.Array:
   return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
 
 
+def passes_per_micro_batch(config, mesh) -> int:
+  """Passes each micro-batch is computed in, so one pass holds at most
+  `train.max_pass_tokens` tokens per device (-1: CPU_PASS_TOKENS on CPU, no cap elsewhere).
+
+  The passes' gradients are summed: the same gradient as one pass, in a working set that
+  stays in a CPU's caches (bench/bench_profile.py measures the gain). Every pass keeps at
+  least one sequence per data-parallel device.
+  """
+  cap = int(config.train.max_pass_tokens)
+  if cap < 0:
+    cap = CPU_PASS_TOKENS if mesh.devices.flat[0].platform == "cpu" else 0
+  if cap == 0:
+    return 1
+  batch_par = mesh.shape["data"] * mesh.shape["fsdp"]
+  seqs = config.train.batch_size // config_lib.num_micro_batches(config) // batch_par
+  wanted = -(-seqs * config.model.n_ctx // cap)  # ceil: passes needed to respect the cap
+  return next(p for p in range(min(wanted, seqs), seqs + 1) if seqs % p == 0)
+
+
+def interleave(x_BT_, k: int):
+  """[B, ...] -> [k, B/k, ...]; piece i takes rows i, i+k, ...: every device keeps a share."""
+  return x_BT_.reshape(x_BT_.shape[0] // k, k, *x_BT_.shape[1:]).swapaxes(0, 1)
+
+
 def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation, lr_schedule,
                     mesh):
   """(state, batch [B, T+1]) -> (state, metrics), to be jitted with the state donated."""
   k = config_lib.num_micro_batches(config)
+  p = passes_per_micro_batch(config, mesh)
   use_gns = bool(config.gns.enabled)
   decay = float(config.gns.ema)
   loss_fn = make_loss_fn(model)
   grad_fn = jax.value_and_grad(loss_fn)
-  micro_sharding = jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec(None, ("data", "fsdp"), None))
+  pieces_sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(None, None, ("data", "fsdp"), None))
+
+  def micro_batch_grad(params, mb_PMT1):
+    """(summed loss, summed gradient) of one micro-batch's p passes."""
+    if p == 1:
+      return grad_fn(params, mb_PMT1[0])
+
+    def body(carry, piece_MT1):
+      l_acc, g_acc = carry
+      l, g = grad_fn(params, piece_MT1)
+      return (l_acc + l, jax.tree.map(jnp.add, g_acc, g)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    return jax.lax.scan(body, zeros, mb_PMT1)[0]
 
   def step_fn(state: TrainState, batch_BT1):
     b = batch_BT1.shape[0]
-    if k == 1:
+    if k * p == 1:
       loss, grads = grad_fn(state.params, batch_BT1)
       small_sq = jnp.zeros((), jnp.float32)
     else:
-      # Micro-batch i takes rows i, i+k, ...: every device keeps a share of every micro-batch.
-      micro_KMT1 = batch_BT1.reshape(b // k, k, -1).swapaxes(0, 1)
-      micro_KMT1 = jax.lax.with_sharding_constraint(micro_KMT1, micro_sharding)
+      # Micro-batch i takes rows i, i+k, ...; its pass j every p-th of those rows.
+      pieces_KPMT1 = jax.vmap(lambda mb: interleave(mb, p))(interleave(batch_BT1, k))
+      pieces_KPMT1 = jax.lax.with_sharding_constraint(pieces_KPMT1, pieces_sharding)
 
-      def body(carry, mb_MT1):
-        g_acc, sq_acc, l_acc = carry
-        l, g = grad_fn(state.params, mb_MT1)
-        return (jax.tree.map(jnp.add, g_acc, g), sq_acc + _sq_norm(g), l_acc + l), None
+      def body(carry, mb_PMT1):
+        l_acc, g_acc, sq_acc = carry
+        l, g = micro_batch_grad(state.params, mb_PMT1)  # sums over p passes
+        return (l_acc + l, jax.tree.map(jnp.add, g_acc, g), sq_acc + _sq_norm(g) / p**2), None
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (g_sum, sq_sum, l_sum), _ = jax.lax.scan(
-          body, (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), micro_KMT1)
-      grads = jax.tree.map(lambda g: g / k, g_sum)
-      loss, small_sq = l_sum / k, sq_sum / k
+      (l_sum, g_sum, sq_sum), _ = jax.lax.scan(
+          body, (jnp.zeros((), jnp.float32), zeros, jnp.zeros((), jnp.float32)), pieces_KPMT1)
+      grads = jax.tree.map(lambda g: g / (k * p), g_sum)
+      loss, small_sq = l_sum / (k * p), sq_sum / k
 
     big_sq = _sq_norm(grads)
     grad_norm = jnp.sqrt(big_sq)
@@ -126,8 +160,8 @@ def make_eval_step(model: nn.Module):
   return jax.jit(loss_fn)
 
 
-def init_state(config, model, opt, mesh, rng):
-  """(abstract state with shardings, sharded initial state): init runs directly sharded."""
+def _state_init(config, model, opt, mesh):
+  """(init_fn: rng -> boxed TrainState, the state's shardings, the abstract sharded state)."""
   n_ctx = config.model.n_ctx
 
   def init_fn(rng):
@@ -138,12 +172,25 @@ def init_state(config, model, opt, mesh, rng):
         bad_steps=jnp.zeros((), jnp.int32), first_bad_step=jnp.full((), -1, jnp.int32))
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-    boxed = jax.eval_shape(init_fn, rng)
+    boxed = jax.eval_shape(init_fn, jax.random.key(0))
     shardings = sharding.logical_shardings(boxed, mesh)
-    state = jax.jit(lambda r: sharding.strip_boxes(init_fn(r)), out_shardings=shardings)(rng)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       sharding.strip_boxes(boxed), shardings)
+  return init_fn, shardings, abstract
+
+
+def abstract_state(config, model, opt, mesh):
+  """The train state as sharded ShapeDtypeStructs: for restoring, and for compiling a step
+  (e.g. its memory analysis) without allocating anything."""
+  return _state_init(config, model, opt, mesh)[2]
+
+
+def init_state(config, model, opt, mesh, rng):
+  """(abstract state with shardings, sharded initial state): init runs directly sharded."""
+  init_fn, shardings, abstract = _state_init(config, model, opt, mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+    state = jax.jit(lambda r: sharding.strip_boxes(init_fn(r)), out_shardings=shardings)(rng)
   return abstract, state
 
 

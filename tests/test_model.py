@@ -89,3 +89,37 @@ def test_bf16_compute_with_f32_params():
   params = strip_boxes(model.init(jax.random.key(0), tokens))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   assert model.apply(params, tokens).dtype == jnp.bfloat16
+
+
+def test_einsum_attention_matches_jax_attention_and_its_gradients():
+  rng = np.random.default_rng(0)
+  q, k, v, do = (jnp.asarray(rng.normal(size=(3, 16, 4, 8)), jnp.float32) for _ in range(4))
+
+  def grads(fn):
+    return jax.value_and_grad(lambda q, k, v: jnp.sum(fn(q, k, v) * do), (0, 1, 2))(q, k, v)
+
+  ref = grads(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True))
+  out = grads(model_lib.einsum_attention)
+  for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+  # causal: the first position attends to itself only
+  np.testing.assert_allclose(model_lib.einsum_attention(q, k, v)[:, 0], v[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("attention, expected", [("auto", "einsum"), ("xla", "xla"),
+                                                 ("einsum", "einsum")])
+def test_attention_choice_on_cpu(attention, expected):
+  cfg = default_config().model
+  cfg.attention = attention
+  assert model_lib.attention_impl(model_lib.ModelConfig.from_config(cfg)) == expected
+
+
+def test_einsum_and_xla_attention_give_the_same_model():
+  cfg = default_config().model
+  tokens = jax.random.randint(jax.random.key(1), (2, cfg.n_ctx), 0, cfg.vocab_size)
+  params = strip_boxes(model_lib.build(cfg).init(jax.random.key(0), tokens))
+  logits = {}
+  for impl in ("einsum", "xla"):
+    cfg.attention = impl
+    logits[impl] = model_lib.build(cfg).apply(params, tokens)
+  np.testing.assert_allclose(logits["einsum"], logits["xla"], atol=2e-5)

@@ -61,11 +61,11 @@ def test_adafactor_trains():
   assert float(loss(w)) < 16.0
 
 
-def _grads_and_loss(grad_accum, gns):
+def _grads_and_loss(grad_accum, gns, max_pass_tokens=0, num_small=2):
   c = config_lib.default_config()
   c.model.update(n_layer=1, d_model=16, n_heads=2, d_ff=32, n_ctx=8, vocab_size=32)
-  c.train.update(batch_size=8, grad_accum=grad_accum)
-  c.gns.enabled = gns
+  c.train.update(batch_size=8, grad_accum=grad_accum, max_pass_tokens=max_pass_tokens)
+  c.gns.update(enabled=gns, num_small=num_small)
   c.optim.update(lr=1e-2, warmup_steps=0, schedule="constant", clip_norm=0.0)
   mesh = sharding.make_mesh(c, jax.devices()[:1])
   model = model_lib.build(c.model)
@@ -86,3 +86,54 @@ def test_grad_accumulation_equals_full_batch():
   assert float(out_acc["grad_norm"]) == pytest.approx(float(out_full["grad_norm"]), rel=1e-4)
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(acc.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)  # Adam step 1e-2
+
+
+@pytest.mark.parametrize("gns", [False, True])
+def test_passes_give_the_one_pass_step(gns):
+  """A micro-batch computed in several passes (max_pass_tokens) is the same step: loss,
+  gradient norm, GNS estimates and the update (only the summation order differs)."""
+  _, one, out_one = _grads_and_loss(1, gns)
+  _, many, out_many = _grads_and_loss(1, gns, max_pass_tokens=16)  # 2 sequences per pass
+  keys = ["loss", "grad_norm"] + (["gns/g2", "gns/trace_sigma"] if gns else [])
+  for key in keys:
+    assert float(out_many[key]) == pytest.approx(float(out_one[key]), rel=1e-4), key
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_gns_small_batch_norm_is_per_micro_batch_not_per_pass():
+  """With 2 micro-batches of 4 sequences in passes of 1, |G_small|^2 is still that of the
+  4-sequence micro-batches: the same as 2 micro-batches in one pass each, and different
+  from 8 micro-batches of 1."""
+  _, _, two = _grads_and_loss(1, True, max_pass_tokens=0)
+  _, _, two_in_passes = _grads_and_loss(1, True, max_pass_tokens=8)
+  _, _, eight = _grads_and_loss(1, True, num_small=8)
+  assert float(two_in_passes["gns/trace_sigma"]) == pytest.approx(
+      float(two["gns/trace_sigma"]), rel=1e-4)
+  assert float(eight["gns/trace_sigma"]) != pytest.approx(float(two["gns/trace_sigma"]), rel=1e-2)
+
+
+@pytest.mark.parametrize("batch, k, n_ctx, cap, devices, expected", [
+    (32, 2, 128, 1024, 1, 2),  # 16 seqs x 128 = 2048 tokens -> 2 passes of 1024
+    (32, 2, 128, 0, 1, 1),  # no cap
+    (32, 1, 128, 1000, 1, 8),  # 5 wanted; 8 is the next divisor of 32
+    (32, 2, 128, 1024, 8, 1),  # 2 sequences per device already fit
+    (32, 2, 128, 64, 8, 2),  # never less than one sequence per device
+    (48, 1, 100, 1000, 1, 6),  # 4.8 -> 5 wanted; 6 divides 48
+])
+def test_passes_per_micro_batch(batch, k, n_ctx, cap, devices, expected):
+  c = config_lib.default_config()
+  c.model.n_ctx = n_ctx
+  c.train.update(batch_size=batch, grad_accum=k, max_pass_tokens=cap)
+  c.gns.enabled = False
+  mesh = sharding.make_mesh(c, jax.devices()[:devices])
+  assert train.passes_per_micro_batch(c, mesh) == expected
+
+
+def test_cpu_default_caps_passes_at_cpu_pass_tokens():
+  c = config_lib.default_config()
+  c.model.n_ctx = 128
+  c.train.update(batch_size=32, max_pass_tokens=-1)
+  mesh = sharding.make_mesh(c, jax.devices()[:1])
+  passes = train.passes_per_micro_batch(c, mesh)  # 2 GNS micro-batches of 2048 tokens
+  assert passes == 2048 // train.CPU_PASS_TOKENS

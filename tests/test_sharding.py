@@ -11,7 +11,9 @@ from scaling_jax.config import ConfigError
 
 def _config(**mesh):
   c = config_lib.default_config()
-  c.model.update(n_layer=2, d_model=32, n_heads=4, d_ff=64, n_ctx=16, vocab_size=128)
+  # loss chunks of 64 tokens: the fused loss loops over 2 chunks of each micro-batch
+  c.model.update(n_layer=2, d_model=32, n_heads=4, d_ff=64, n_ctx=16, vocab_size=128,
+                 loss_chunk_tokens=64)
   c.train.update(batch_size=16, num_steps=4)
   c.optim.update(lr=1e-2, warmup_steps=1)
   c.mesh.update(mesh)
