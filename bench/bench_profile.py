@@ -1,10 +1,13 @@
-"""Where a CPU train step's time goes: forward, backward, the head, micro-batching.
+"""Where a CPU train step's time goes, and what each of the CPU defaults buys.
 
   python bench/bench_profile.py [--n-layer 4 --d-model 128] [--reps 8]
 
-Times jitted pieces of one model (batch 32 x 128, vocab 4096, f32), interleaved so that
-machine noise hits all alike; median of `--reps`. Prints a table and writes the
-"Step profile (CPU)" section of BENCHMARKS.md.
+Times jitted forward + backward passes of one model (batch 32 x 128, vocab 4096, f32) in
+variants that switch one default off at a time: the fused chunked loss
+(`model.loss_chunk_tokens`), the einsum attention (`model.attention`), passes of at most
+1024 tokens (`train.max_pass_tokens`), and the head altogether. Interleaved so that machine
+noise hits all alike; median of `--reps`. Prints a table and writes the "Step profile (CPU)"
+section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -25,39 +28,51 @@ from scaling_jax import config as config_lib, model as model_lib, train  # noqa:
 from scaling_jax.sharding import strip_boxes  # noqa: E402
 
 HEADING = "## Step profile (CPU)"
+DEFAULT = "defaults: fused loss, einsum attention, passes of <= 1024 tokens"
 
 
 def pieces(n_layer: int, d_model: int, batch: int = 32, n_ctx: int = 128, vocab: int = 4096):
-  cfg = config_lib.default_config().model
-  cfg.update(n_layer=n_layer, d_model=d_model, n_heads=4, d_ff=4 * d_model, n_ctx=n_ctx,
-             vocab_size=vocab)
-  model = model_lib.build(cfg)
+  """name -> jitted (params, tokens) -> gradient, for the default step and its variants."""
+  def model_cfg(**kw):
+    cfg = config_lib.default_config().model
+    cfg.update(n_layer=n_layer, d_model=d_model, n_heads=4, d_ff=4 * d_model, n_ctx=n_ctx,
+               vocab_size=vocab, **{"attention": "einsum", **kw})
+    return cfg
+
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, vocab, (batch, n_ctx + 1)),
                        jnp.int32)
-  params = strip_boxes(model.init(jax.random.key(0), tokens[:, :-1]))["params"]
-  loss = train.make_loss_fn(model)
+  params = strip_boxes(model_lib.build(model_cfg()).init(jax.random.key(0), tokens[:, :-1]))
+  params = params["params"]
+
+  def grad(cfg, passes: int, loss=None):
+    loss = loss or train.make_loss_fn(model_lib.build(cfg))
+
+    def f(p, t):
+      if passes == 1:
+        return jax.grad(loss)(p, t)
+
+      def body(acc, piece):
+        return jax.tree.map(jnp.add, acc, jax.grad(loss)(p, piece)), None
+      return jax.lax.scan(body, jax.tree.map(jnp.zeros_like, p),
+                          train.interleave(t, passes))[0]
+    return jax.jit(f)
+
+  passes = max(1, batch * n_ctx // train.CPU_PASS_TOKENS)
+  model = model_lib.build(model_cfg())
 
   def hidden_loss(p, t):  # the same network without the unembedding and cross-entropy
     return jnp.mean(model.apply({"params": p}, t[:, :-1], return_hidden=True) ** 2)
 
-  def onehot_loss(p, t):  # the cross-entropy as log-sum-exp minus a one-hot product
-    logits = model.apply({"params": p}, t[:, :-1]).astype(jnp.float32)
-    target = jnp.sum(logits * jax.nn.one_hot(t[:, 1:], vocab, dtype=jnp.float32), -1)
-    return jnp.mean(jax.nn.logsumexp(logits, -1) - target)
-
-  def micro(k):
-    def f(p, t):
-      def body(acc, mb):
-        return jax.tree.map(jnp.add, acc, jax.grad(loss)(p, mb)), None
-      return jax.lax.scan(body, jax.tree.map(jnp.zeros_like, p),
-                          t.reshape(t.shape[0] // k, k, -1).swapaxes(0, 1))[0]
-    return jax.jit(f)
-
-  fns = {"forward (loss)": jax.jit(loss), "forward + backward": jax.jit(jax.grad(loss)),
-         "forward + backward, no head": jax.jit(jax.grad(hidden_loss)),
-         "forward + backward, one-hot cross-entropy": jax.jit(jax.grad(onehot_loss)),
-         "forward + backward, 2 micro-batches": micro(2),
-         "forward + backward, 4 micro-batches": micro(4)}
+  fns = {
+      DEFAULT: grad(model_cfg(), passes),
+      "unfused loss (logits + optax cross-entropy)": grad(model_cfg(loss_chunk_tokens=0), passes),
+      "XLA attention (jax.nn.dot_product_attention)": grad(model_cfg(attention="xla"), passes),
+      f"one pass of {batch * n_ctx} tokens": grad(model_cfg(), 1),
+      "all three off (the step before these defaults)": grad(
+          model_cfg(loss_chunk_tokens=0, attention="xla"), 1),
+      "no head (hidden states only)": grad(model_cfg(), passes, hidden_loss),
+      "forward only (loss)": jax.jit(train.make_loss_fn(model)),
+  }
   return fns, params, tokens
 
 
@@ -78,16 +93,17 @@ def main(argv=None) -> int:
       jax.block_until_ready(f(params, tokens))
       times[name].append(time.perf_counter() - t0)
   med = {k: float(np.median(v)) for k, v in times.items()}
-  full = med["forward + backward"]
+  base = med[DEFAULT]
   lines = [HEADING, "", f"`python bench/bench_profile.py --n-layer {args.n_layer} --d-model "
            f"{args.d_model}` on {environment()}.", "",
-           f"Model {args.n_layer} x {args.d_model}, batch 32 x 128, vocab 4096, f32; pieces "
-           f"jitted separately and interleaved, median of {args.reps}.", "",
-           "| piece | ms | vs forward + backward |", "| --- | --- | --- |"]
-  lines += [f"| {k} | {v * 1e3:.1f} | {v / full:.0%} |" for k, v in med.items()]
-  head = full - med["forward + backward, no head"]
-  lines += ["", f"The 4096-way head (unembedding + cross-entropy) costs {head * 1e3:.0f} ms, "
-            f"{head / full:.0%} of forward + backward."]
+           f"Model {args.n_layer} x {args.d_model}, batch 32 x 128, vocab 4096, f32: the gradient "
+           f"of the loss (forward + backward, no optimizer) in variants, jitted separately and "
+           f"interleaved, median of {args.reps}.", "",
+           "| variant | ms | vs defaults |", "| --- | --- | --- |"]
+  lines += [f"| {k} | {v * 1e3:.1f} | {v / base:.2f}x |" for k, v in med.items()]
+  head = base - med["no head (hidden states only)"]
+  lines += ["", f"With the defaults the 4096-way head (unembedding + cross-entropy) costs "
+            f"{head * 1e3:.0f} ms, {head / base:.0%} of forward + backward."]
   publish(lines, HEADING, write=not args.no_write)
   return 0
 

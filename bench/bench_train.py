@@ -12,6 +12,7 @@ jnp.dot on large matrices in the same process (f32 on CPU, bf16 on GPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import sys
 import time
@@ -41,37 +42,75 @@ def make_config(n_layer, d_model, *, n_ctx, vocab, batch, dtype="float32", gns=T
   return c
 
 
+class Stepper:
+  """One model's jitted train step on random tokens, ready to be timed step by step."""
+
+  def __init__(self, config):
+    self.config = config
+    self.mesh = sharding.make_mesh(config)
+    model = model_lib.build(config.model)
+    self.counts = accounting.counts(config.model)
+    opt, lr = optim.make(config.optim, 1000, self.counts.n_params)
+    _, self.state = train.init_state(config, model, opt, self.mesh, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    self.batches = [sharding.global_batch(rng.integers(
+        0, config.model.vocab_size, (config.train.batch_size, config.model.n_ctx + 1),
+        dtype=np.int32), self.mesh) for _ in range(4)]
+    with self._context():
+      self.step = jax.jit(train.make_train_step(config, model, opt, lr, self.mesh),
+                          donate_argnums=0)
+    t0 = time.perf_counter()
+    self.run(1)
+    self.compile_s = time.perf_counter() - t0
+    self.times: list[float] = []
+
+  def _context(self):
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(sharding.RULES))
+    return stack
+
+  def run(self, steps: int, record: bool = False) -> None:
+    """`steps` steps, each timed to completion (into `self.times` if `record`)."""
+    with self._context():
+      for i in range(steps):
+        t0 = time.perf_counter()
+        self.state, self.out = self.step(self.state, self.batches[i % 4])
+        jax.block_until_ready(self.out["loss"])
+        if record:
+          self.times.append(time.perf_counter() - t0)
+
+  def result(self) -> dict:
+    step_s = float(np.median(self.times))
+    tokens = self.config.train.batch_size * self.config.model.n_ctx
+    return {"n_params": self.counts.n_params, "n_total": self.counts.n_params_total,
+            "step_s": step_s, "tokens_per_s": tokens / step_s,
+            "flops_per_s": tokens * self.counts.flops_per_token_exact / step_s,
+            "compile_s": self.compile_s, "loss": float(self.out["loss"])}
+
+
+def interleaved(runners: dict, rounds: int, steps: int = 2, warmup: int = 2) -> dict:
+  """Times `runners` (name -> object with run(n, record)) in turn, `rounds` times `steps`
+  steps each, so that machine noise hits all of them alike; returns name -> runner.
+
+  Each turn starts with one untimed step: the previous runner's threads (XLA's pool,
+  PyTorch's OpenMP workers) may still be spinning when a turn begins.
+  """
+  for r in runners.values():
+    r.run(warmup)
+  for _ in range(rounds):
+    for r in runners.values():
+      r.run(1)
+      r.run(steps, record=True)
+  return runners
+
+
 def time_steps(config, steps: int, warmup: int = 3) -> dict:
   """Seconds per train step (median of `steps` timed one by one after `warmup`)."""
-  mesh = sharding.make_mesh(config)
-  model = model_lib.build(config.model)
-  counts = accounting.counts(config.model)
-  opt, lr = optim.make(config.optim, 1000, counts.n_params)
-  _, state = train.init_state(config, model, opt, mesh, jax.random.key(0))
-  rng = np.random.default_rng(0)
-  batches = [sharding.global_batch(rng.integers(
-      0, config.model.vocab_size, (config.train.batch_size, config.model.n_ctx + 1),
-      dtype=np.int32), mesh) for _ in range(4)]
-  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-    step = jax.jit(train.make_train_step(config, model, opt, lr, mesh), donate_argnums=0)
-    t0 = time.perf_counter()
-    state, out = step(state, batches[0])
-    jax.block_until_ready(out["loss"])
-    compile_s = time.perf_counter() - t0
-    for i in range(warmup):
-      state, out = step(state, batches[i % 4])
-    jax.block_until_ready(out["loss"])
-    times = []
-    for i in range(steps):
-      t0 = time.perf_counter()
-      state, out = step(state, batches[i % 4])
-      jax.block_until_ready(out["loss"])
-      times.append(time.perf_counter() - t0)
-  step_s = float(np.median(times))
-  tokens = config.train.batch_size * config.model.n_ctx
-  return {"n_params": counts.n_params, "n_total": counts.n_params_total, "step_s": step_s,
-          "tokens_per_s": tokens / step_s, "flops_per_s": tokens * counts.flops_per_token_exact
-          / step_s, "compile_s": compile_s, "loss": float(out["loss"])}
+  s = Stepper(config)
+  s.run(warmup)
+  s.run(steps, record=True)
+  return s.result()
 
 
 def suite_cpu(args):
@@ -86,7 +125,8 @@ def suite_cpu(args):
   lines = ["## Training throughput (CPU)", "",
            f"`python bench/bench_train.py --suite cpu` on {environment()}.", "",
            f"Measured f32 matmul peak (jnp.dot 1024x1024, same process): {peak / 1e9:.1f} GFLOP/s. "
-           "Batch 32 x 128 tokens, vocab 4096, f32, AdamW, GNS on (2 micro-batches); median of "
+           "Batch 32 x 128 tokens, vocab 4096, f32, AdamW, GNS on (2 micro-batches), the CPU "
+           "defaults (fused loss, einsum attention, passes of <= 1024 tokens); median of "
            f"{args.steps} steps after warm-up.", "",
            "| model (n_layer x d_model) | N (non-emb.) | N total | step (ms) | tokens/s | MFU |",
            "| --- | --- | --- | --- | --- | --- |"]
@@ -98,20 +138,24 @@ def suite_cpu(args):
 def suite_gns(args):
   rows = []
   for n_layer, d in [(3, 64), (4, 128)]:
-    off = time_steps(make_config(n_layer, d, n_ctx=128, vocab=4096, batch=32, gns=False),
-                     args.steps)
-    on = time_steps(make_config(n_layer, d, n_ctx=128, vocab=4096, batch=32, gns=True),
-                    args.steps)
-    acc = time_steps(make_config(n_layer, d, n_ctx=128, vocab=4096, batch=32, gns=True,
-                                 grad_accum=2), args.steps)
+    kw = dict(n_ctx=128, vocab=4096, batch=32)
+    runners = interleaved({
+        "off": Stepper(make_config(n_layer, d, gns=False, **kw)),
+        "on": Stepper(make_config(n_layer, d, gns=True, **kw)),
+        "acc": Stepper(make_config(n_layer, d, gns=True, grad_accum=2, **kw)),
+    }, rounds=args.steps // 2)
+    off, on, acc = (runners[k].result() for k in ("off", "on", "acc"))
     rows.append((f"{n_layer}x{d}", off, on, acc))
     print(f"{n_layer}x{d}: off {off['step_s'] * 1e3:.1f} ms, on {on['step_s'] * 1e3:.1f} ms",
           flush=True)
   lines = ["## GNS overhead", "",
            f"`python bench/bench_train.py --suite gns` on {environment()}.", "",
-           "Step time with the estimator off (one full-batch gradient) vs on (2 micro-batches, "
-           "norms of each); batch 32 x 128, vocab 4096, f32; median of "
-           f"{args.steps} steps. With gradient accumulation already at 2, GNS costs only the norms.",
+           "Step time with the estimator off (one gradient of the whole batch) vs on (the "
+           "gradient of each of 2 micro-batches, their squared norms and the norm of their "
+           "mean); batch 32 x 128, vocab 4096, f32; the three interleaved, median of "
+           f"{args.steps // 2 * 2} steps each. Both sides run in passes of at most 1024 "
+           "tokens (`train.max_pass_tokens`, the CPU default), so the estimator adds only the "
+           "norms: a few reductions over the gradient.",
            "", "| model | GNS off (ms) | GNS on (ms) | overhead | accum=2 + GNS (ms) |",
            "| --- | --- | --- | --- | --- |"]
   lines += [f"| {name} | {a['step_s'] * 1e3:.1f} | {b['step_s'] * 1e3:.1f} | "
@@ -129,10 +173,13 @@ def suite_gpu(args):
       ("bf16, cuDNN attention, GNS off", dict(dtype="bfloat16", gns=False)),
       ("bf16, XLA attention, GNS off", dict(dtype="bfloat16", gns=False, attention="xla")),
       ("bf16, remat dots, GNS off", dict(dtype="bfloat16", gns=False, remat="dots")),
+      ("bf16, cuDNN attention, unfused loss, GNS off",
+       dict(dtype="bfloat16", gns=False, loss_chunk_tokens=0)),
   ]
   for name, kw in variants:
+    chunk = kw.pop("loss_chunk_tokens", -1)
     cfg = make_config(12, 768, n_ctx=1024, vocab=32768, batch=args.gpu_batch, **kw)
-    cfg.model.n_heads = 12
+    cfg.model.update(n_heads=12, loss_chunk_tokens=chunk)
     try:
       r = time_steps(cfg, args.steps)
     except Exception as e:  # noqa: BLE001 -- report and go on to the next variant

@@ -15,7 +15,8 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 RUNS = [["bench_loader.py"], ["bench_train.py", "--suite", "cpu"],
-        ["bench_train.py", "--suite", "gns"], ["bench_profile.py"], ["bench_fitter.py"]]
+        ["bench_train.py", "--suite", "gns"], ["bench_profile.py"], ["bench_fitter.py"],
+        ["bench_memory.py"]]
 
 
 def main() -> int:

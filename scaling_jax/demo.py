@@ -12,19 +12,17 @@ Budget (the default --scale small): `make demo` must finish in 20 min on a 2-cor
 CPU, leaving ~15 min for training. All five models train S = 400 steps of B = 32 x 128 =
 4096 tokens (1.6 M tokens each, 0.18 epochs of the 9.2 M-token corpus: no repetition),
 GNS on, n_ctx 128, vocab 4096 (the 4096-way unembedding dominates the small models).
-Measured cost of each whole run (400 steps + start-up/compile + 20 evals), as process CPU
-time because wall clock on the shared measuring machine was inflated 2-4x by other jobs:
-  run        (n_layer, d_model)   N        CPU-s
-  L2_d32     (2, 32)              24.6k    115
-  L2_d48     (2, 48)              55.3k    139
-  L3_d64     (3, 64)              147k     189
-  L4_d96     (4, 96)              442k     298
-  L4_d128    (4, 128)             786k     440
-  total                                    1181 CPU-s
-XLA's two threads made one run only 1.1-1.25x faster than one core, so two runs at a time
-(--parallel 2, the default) use the cores better: ~1181/2 s = 10 min, ~11 min with the
-largest-first packing (sequential: ~1181/1.2 s = 16 min). Add ~1 min of fitting
-(bootstrap), ~30 s for a cold data build and the pip install: under 20 min.
+Measured time of each whole run (400 steps + start-up/compile + 20 evals) in the default
+two-at-a-time sweep, on a quiet 2-core CPU (BENCHMARKS.md "Demo"):
+  run        (n_layer, d_model)   N        wall s
+  L2_d32     (2, 32)              24.6k     46
+  L2_d48     (2, 48)              55.3k     67
+  L3_d64     (3, 64)              147k     111
+  L4_d96     (4, 96)              442k     221
+  L4_d128    (4, 128)             786k     317
+The whole demo: 7.9 min wall (training 7.5 min, largest-first packing of two runs at a
+time: XLA's two threads make one run only 1.1-1.25x faster than one core), 914 CPU-s.
+Add ~30 s for a cold data build and the pip install on a first run: well under 20 min.
 Larger studies: --scale medium (7 sizes to N = 2.7M, 2400 steps; ~3 h on 2 cores, estimated)
 and --scale large (8 sizes to N = 38M, 8000 steps; for an accelerator). Another corpus:
   scaling-jax demo --config.data.name=text_files --config.data.paths='corpus/*.txt'
@@ -54,7 +52,7 @@ SCALES: dict[str, dict[str, Any]] = {
                   "optim.warmup_steps": 4, "data.eval_batches": 2},
         "bootstrap": 50,
     },
-    "small": {  # the default: ~15 min of training on 2 CPU cores
+    "small": {  # the default: ~8 min of training on 2 CPU cores
         "shapes": [(2, 32), (2, 48), (3, 64), (4, 96), (4, 128)],
         "train": {"model.n_ctx": 128, "train.batch_size": 32, "train.num_steps": 400,
                   "train.log_every": 10, "train.eval_every": 20, "train.ckpt_every": 100,

@@ -61,3 +61,13 @@ def test_cli_lists_commands():
   assert proc.returncode == 0
   for name in ("train", "sweep", "fit", "report", "demo", "data"):
     assert f"  {name}" in proc.stdout
+
+
+def test_config_diff_counts_a_field_an_old_run_lacks_as_its_default():
+  """A run written before a field existed resumes if the field is at its default now."""
+  new = config_lib.default_config().to_dict()
+  old = config_lib.default_config().to_dict()
+  del old["model"]["loss_chunk_tokens"]
+  assert config_lib.config_diff(old, new) == []
+  new["model"]["loss_chunk_tokens"] = 64
+  assert config_lib.config_diff(old, new) == ["model.loss_chunk_tokens: -1 there vs 64 now"]
