@@ -1,7 +1,7 @@
 """Peak memory per device of the paper-scale presets' train step: XLA's figure vs the estimate.
 
   python bench/bench_memory.py                   # 8 simulated CPU devices (set here)
-  python bench/bench_memory.py --presets 125M    # on a GPU: the real devices, and a measured peak
+  python bench/bench_memory.py --run --presets 125M   # on a GPU: its devices + measured peak
 
 Each configuration's train step is compiled for an FSDP mesh over the devices from abstract
 (sharded ShapeDtypeStruct) inputs, so nothing the size of the model is allocated; XLA's buffer
@@ -22,7 +22,9 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
                              + " --xla_force_host_platform_device_count=8").strip()
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import pathlib  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -81,7 +83,8 @@ def xla_bytes(compiled) -> int:
 
 
 def measured_peak(config, step, parts) -> float | None:
-  """Peak bytes in use on device 0 over two real steps (accelerators only)."""
+  """Peak bytes in use on device 0 over two real steps (accelerators only). The device's
+  peak counts from the start of the process: call it once per process (`--peak-of`)."""
   model, opt, mesh = parts
   stats = jax.local_devices()[0].memory_stats()
   if not stats or "peak_bytes_in_use" not in stats:
@@ -93,6 +96,13 @@ def measured_peak(config, step, parts) -> float | None:
       state, out = step(state, sharding.global_batch(tokens, mesh))
     jax.block_until_ready(out)
   return float(jax.local_devices()[0].memory_stats()["peak_bytes_in_use"])
+
+
+def peak_in_subprocess(name: str, variant: str, seqs: int) -> float | None:
+  """`measured_peak` of one configuration in a fresh process (its own peak counter)."""
+  out = subprocess.run([sys.executable, __file__, "--peak-of", f"{name}:{variant}",
+                        "--seqs", str(seqs)], capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])["peak"]
 
 
 def remat_temp_bytes() -> tuple[int, int]:
@@ -115,9 +125,17 @@ def main(argv=None) -> int:
   parser.add_argument("--seqs", type=int, default=8, help="sequences per device")
   parser.add_argument("--variants", default=",".join(VARIANTS), help="of: " + ", ".join(VARIANTS))
   parser.add_argument("--run", action="store_true", help="also run steps (accelerators)")
+  parser.add_argument("--peak-of", default="", help=argparse.SUPPRESS)  # PRESET:VARIANT
   parser.add_argument("--no-write", action="store_true")
   args = parser.parse_args(argv)
   devices = jax.device_count()
+  if args.peak_of:  # one configuration's measured peak, as JSON, for peak_in_subprocess
+    name, variant = args.peak_of.split(":")
+    remat, chunk = VARIANTS[variant]
+    config = preset_config(name, args.seqs, remat, devices, chunk)
+    step, _, _, parts = compiled_step(config)
+    print(json.dumps({"peak": measured_peak(config, step, parts)}))
+    return 0
   rows = []
   for name in args.presets.split(","):
     for variant in args.variants.split(","):
@@ -130,7 +148,7 @@ def main(argv=None) -> int:
                             flash_attention=model_lib.attention_impl(
                                 model_lib.ModelConfig.from_config(m)) == "cudnn")
       step, compiled, compile_s, parts = compiled_step(config)
-      peak = measured_peak(config, step, parts) if args.run else None
+      peak = peak_in_subprocess(name, variant, args.seqs) if args.run else None
       rows.append((name, variant, est["total"], xla_bytes(compiled), peak, compile_s))
       print(f"{name} {variant}: estimate {est['total'] / GiB:.2f} GiB, XLA "
             f"{rows[-1][3] / GiB:.2f} GiB (compiled in {compile_s:.0f} s)"

@@ -5,7 +5,8 @@
 Times jitted forward + backward passes of one model (batch 32 x 128, vocab 4096, f32) in
 variants that switch one default off at a time: the fused chunked loss
 (`model.loss_chunk_tokens`), the einsum attention (`model.attention`), passes of at most
-1024 tokens (`train.max_pass_tokens`), and the head altogether. Interleaved so that machine
+1024 tokens (`train.max_pass_tokens`), and the head altogether; and with other pass and
+loss-chunk sizes than the defaults. Interleaved so that machine
 noise hits all alike; median of `--reps`. Prints a table and writes the "Step profile (CPU)"
 section of BENCHMARKS.md.
 """
@@ -24,7 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scaling_jax import config as config_lib, model as model_lib, train  # noqa: E402
+from scaling_jax import config as config_lib, model as model_lib, sharding, train  # noqa: E402
 from scaling_jax.sharding import strip_boxes  # noqa: E402
 
 HEADING = "## Step profile (CPU)"
@@ -57,7 +58,14 @@ def pieces(n_layer: int, d_model: int, batch: int = 32, n_ctx: int = 128, vocab:
                           train.interleave(t, passes))[0]
     return jax.jit(f)
 
-  passes = max(1, batch * n_ctx // train.CPU_PASS_TOKENS)
+  def passes_for(cap: int) -> int:  # what the train step does for a cap of `cap` tokens
+    c = config_lib.default_config()
+    c.model.n_ctx = n_ctx
+    c.train.update(batch_size=batch, max_pass_tokens=cap)
+    c.gns.enabled = False
+    return train.passes_per_micro_batch(c, sharding.make_mesh(c, jax.devices()[:1]))
+
+  passes = passes_for(-1)
   model = model_lib.build(model_cfg())
 
   def hidden_loss(p, t):  # the same network without the unembedding and cross-entropy
@@ -68,6 +76,11 @@ def pieces(n_layer: int, d_model: int, batch: int = 32, n_ctx: int = 128, vocab:
       "unfused loss (logits + optax cross-entropy)": grad(model_cfg(loss_chunk_tokens=0), passes),
       "XLA attention (jax.nn.dot_product_attention)": grad(model_cfg(attention="xla"), passes),
       f"one pass of {batch * n_ctx} tokens": grad(model_cfg(), 1),
+      "passes of <= 512 tokens": grad(model_cfg(), passes_for(512)),
+      "passes of <= 2048 tokens": grad(model_cfg(), passes_for(2048)),
+      "loss chunks of 128 tokens (default: 4 MiB of logits = 256)": grad(
+          model_cfg(loss_chunk_tokens=128), passes),
+      "loss chunks of 1024 tokens": grad(model_cfg(loss_chunk_tokens=1024), passes),
       "all three off (the step before these defaults)": grad(
           model_cfg(loss_chunk_tokens=0, attention="xla"), 1),
       "no head (hidden states only)": grad(model_cfg(), passes, hidden_loss),

@@ -70,12 +70,14 @@ class TorchStepper:
                  for _ in range(4)]
     self.tokens = batch * n_ctx
     self.times: list[float] = []
+    self.steps_done = 0
     self.version, self.threads = torch.__version__, torch.get_num_threads()
 
   def run(self, steps: int, record: bool = False) -> None:
-    for i in range(steps):
+    for _ in range(steps):
       t0 = time.perf_counter()
-      x = self.data[i % 4]
+      x = self.data[self.steps_done % len(self.data)]
+      self.steps_done += 1
       loss = self.model(x[:, :-1], x[:, 1:])
       self.opt.zero_grad(set_to_none=True)
       loss.backward()

@@ -59,6 +59,7 @@ class Stepper:
     with self._context():
       self.step = jax.jit(train.make_train_step(config, model, opt, lr, self.mesh),
                           donate_argnums=0)
+    self.steps_done = 0
     t0 = time.perf_counter()
     self.run(1)
     self.compile_s = time.perf_counter() - t0
@@ -73,9 +74,11 @@ class Stepper:
   def run(self, steps: int, record: bool = False) -> None:
     """`steps` steps, each timed to completion (into `self.times` if `record`)."""
     with self._context():
-      for i in range(steps):
+      for _ in range(steps):
         t0 = time.perf_counter()
-        self.state, self.out = self.step(self.state, self.batches[i % 4])
+        batch = self.batches[self.steps_done % len(self.batches)]
+        self.state, self.out = self.step(self.state, batch)
+        self.steps_done += 1
         jax.block_until_ready(self.out["loss"])
         if record:
           self.times.append(time.perf_counter() - t0)
@@ -103,6 +106,14 @@ def interleaved(runners: dict, rounds: int, steps: int = 2, warmup: int = 2) -> 
       r.run(1)
       r.run(steps, record=True)
   return runners
+
+
+def paired_ratio(a, b, steps: int = 2) -> float:
+  """Median over the rounds of `interleaved` of (b's time / a's time) in the same round: drift
+  in the machine's speed between rounds cancels out."""
+  rounds = len(a.times) // steps
+  per_round = lambda r: [float(np.mean(r.times[i * steps:(i + 1) * steps])) for i in range(rounds)]
+  return float(np.median(np.asarray(per_round(b)) / np.asarray(per_round(a))))
 
 
 def time_steps(config, steps: int, warmup: int = 3) -> dict:
@@ -145,6 +156,7 @@ def suite_gns(args):
         "acc": Stepper(make_config(n_layer, d, gns=True, grad_accum=2, **kw)),
     }, rounds=args.steps // 2)
     off, on, acc = (runners[k].result() for k in ("off", "on", "acc"))
+    on["overhead"] = paired_ratio(runners["off"], runners["on"]) - 1
     rows.append((f"{n_layer}x{d}", off, on, acc))
     print(f"{n_layer}x{d}: off {off['step_s'] * 1e3:.1f} ms, on {on['step_s'] * 1e3:.1f} ms",
           flush=True)
@@ -153,14 +165,14 @@ def suite_gns(args):
            "Step time with the estimator off (one gradient of the whole batch) vs on (the "
            "gradient of each of 2 micro-batches, their squared norms and the norm of their "
            "mean); batch 32 x 128, vocab 4096, f32; the three interleaved, median of "
-           f"{args.steps // 2 * 2} steps each. Both sides run in passes of at most 1024 "
-           "tokens (`train.max_pass_tokens`, the CPU default), so the estimator adds only the "
-           "norms: a few reductions over the gradient.",
+           f"{args.steps // 2 * 2} steps each; overhead = the median over rounds of on/off "
+           "within a round (drift between rounds cancels). Both sides run in passes of at most "
+           "1024 tokens (`train.max_pass_tokens`, the CPU default), so the estimator adds only "
+           "the norms: a few reductions over the gradient.",
            "", "| model | GNS off (ms) | GNS on (ms) | overhead | accum=2 + GNS (ms) |",
            "| --- | --- | --- | --- | --- |"]
   lines += [f"| {name} | {a['step_s'] * 1e3:.1f} | {b['step_s'] * 1e3:.1f} | "
-            f"{b['step_s'] / a['step_s'] - 1:+.1%} | {c['step_s'] * 1e3:.1f} |"
-            for name, a, b, c in rows]
+            f"{b['overhead']:+.1%} | {c['step_s'] * 1e3:.1f} |" for name, a, b, c in rows]
   return "## GNS overhead", "\n".join(lines) + "\n"
 
 
@@ -205,7 +217,7 @@ def suite_gpu(args):
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--suite", choices=["cpu", "gns", "gpu"], default="cpu")
-  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--gpu-batch", type=int, default=32)
   parser.add_argument("--no-write", action="store_true")
   parser.add_argument("--out", default="", help="also write the section to this file")

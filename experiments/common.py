@@ -415,5 +415,5 @@ def loss_by_position(run_dir: str, eval_set: str = "validation",
     return losses.token_losses(logits_BTV, tokens_BT1[:, 1:]).mean(axis=0)
 
   batches = data_lib.make_eval_batches(config, eval_set)
-  losses = [np.asarray(per_position(restored["params"], jnp.asarray(b))) for b in batches]
-  return np.mean(losses, axis=0)
+  per_batch = [np.asarray(per_position(restored["params"], jnp.asarray(b))) for b in batches]
+  return np.mean(per_batch, axis=0)

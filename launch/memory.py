@@ -17,8 +17,9 @@ What is counted (bytes per device):
                sequence (seen in XLA's buffer assignment, bench/bench_memory.py).
   loss         the unembedding + cross-entropy. Fused (the default, `scaling_jax/losses.py`):
                f32 logits and their gradient for one chunk of c tokens, 8·c·V, plus the
-               f32 gradient of the unembedding it accumulates, 4·h·V; c is what
-               `losses.num_chunks` picks for the accelerator budget (1 GiB of logits).
+               f32 gradient of the unembedding it accumulates, 4·h·V, and the whole
+               unembedding in the compute dtype, 2·h·V; c is what `losses.num_chunks` picks
+               for the accelerator budget (1 GiB of logits).
                Unfused (`model.loss_chunk_tokens=0`): 8·s·V bytes per sequence.
 Not counted: XLA temporaries/fragmentation (keep ~10-20% headroom), the data pipeline,
 the optimizer's transient update buffers.
@@ -69,9 +70,9 @@ def estimate_memory(n_layer: int, d_model: int, n_heads: int, n_ctx: int, vocab:
     activations = n_layer * b * s * h * act_bytes + per_layer_act
   attention = 0 if flash_attention else 16 * a * s * s * b
   if fused_loss:
-    chunk_tokens = losses.AUTO_CHUNK_BYTES_ACCELERATOR // (4 * vocab)
+    chunk_tokens = losses.auto_chunk_tokens(vocab, backend="gpu")
     c = b * s // losses.num_chunks(b, s, vocab, chunk_tokens) if b else 0
-    loss = 8 * c * vocab + 4 * h * vocab
+    loss = 8 * c * vocab + 4 * h * vocab + act_bytes * h * vocab
   else:
     loss = 8 * b * s * vocab
   total = state + gathered + activations + attention + loss

@@ -33,8 +33,9 @@ def default_config() -> ml_collections.ConfigDict:
   # auto | einsum | xla | cudnn (xla and cudnn: jax.nn.dot_product_attention's implementations)
   c.model.attention = "auto"
   c.model.remat = "none"  # none | full | dots (rematerialisation policy per block)
-  # Training loss: the unembedding fused with the cross-entropy over chunks of this many
-  # tokens (never the whole [B, T, V] logits); -1 = sized for the backend, 0 = unfused.
+  # Training loss: the unembedding fused with the cross-entropy over chunks of about this many
+  # tokens per device (never the whole [B, T, V] logits); -1 = sized for the backend (4 MiB of
+  # f32 logits on CPU, 1 GiB on accelerators), 0 = unfused.
   c.model.loss_chunk_tokens = -1
 
   c.data = ml_collections.ConfigDict()
@@ -140,10 +141,12 @@ def validate(config, num_devices: int | None = None) -> None:
     raise ConfigError(
         f"config.model.n_heads={m.n_heads} does not divide config.model.d_model={m.d_model}; "
         f"pick n_heads among {[h for h in range(1, m.d_model + 1) if m.d_model % h == 0][:12]}")
-  if not isinstance(t.max_pass_tokens, int) or t.max_pass_tokens < -1:
+  if (not isinstance(t.max_pass_tokens, int) or isinstance(t.max_pass_tokens, bool)
+      or t.max_pass_tokens < -1):
     raise ConfigError(f"config.train.max_pass_tokens={t.max_pass_tokens!r} must be a positive "
                       "number of tokens, -1 (the backend's default) or 0 (no cap)")
-  if not isinstance(m.loss_chunk_tokens, int) or m.loss_chunk_tokens < -1:
+  if (not isinstance(m.loss_chunk_tokens, int) or isinstance(m.loss_chunk_tokens, bool)
+      or m.loss_chunk_tokens < -1):
     raise ConfigError(f"config.model.loss_chunk_tokens={m.loss_chunk_tokens!r} must be a "
                       "positive number of tokens, -1 (sized for the backend) or 0 (unfused)")
   if config.optim.lr <= 0:

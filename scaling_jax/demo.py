@@ -20,8 +20,9 @@ two-at-a-time sweep, on a quiet 2-core CPU (BENCHMARKS.md "Demo"):
   L3_d64     (3, 64)              147k     111
   L4_d96     (4, 96)              442k     221
   L4_d128    (4, 128)             786k     317
-The whole demo: 7.9 min wall (training 7.5 min, largest-first packing of two runs at a
-time: XLA's two threads make one run only 1.1-1.25x faster than one core), 914 CPU-s.
+The whole demo: 7.9-8.5 min wall in two runs (training 7.5-8.1 min, largest-first packing
+of two runs at a time: XLA's two threads make one run only 1.1-1.25x faster than one core),
+914-979 CPU-s.
 Add ~30 s for a cold data build and the pip install on a first run: well under 20 min.
 Larger studies: --scale medium (7 sizes to N = 2.7M, 2400 steps; ~3 h on 2 cores, estimated)
 and --scale large (8 sizes to N = 38M, 8000 steps; for an accelerator). Another corpus:

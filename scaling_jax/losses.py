@@ -18,8 +18,8 @@ import optax
 
 from scaling_jax import sharding
 
-# Logits (f32) held at once per device by the fused loss when model.loss_chunk_tokens = -1.
-AUTO_CHUNK_BYTES = {"cpu": 4 << 20}  # a CPU's L2/L3 share; measured best in bench_profile
+# f32 logits one device holds at once in the fused loss when model.loss_chunk_tokens = -1.
+AUTO_CHUNK_BYTES = {"cpu": 4 << 20}  # ~ a CPU's L2/L3 share (bench_profile sweeps it)
 AUTO_CHUNK_BYTES_ACCELERATOR = 1 << 30
 
 
@@ -29,26 +29,34 @@ def token_losses(logits_BTV, targets_BT):
       logits_BTV.astype(jnp.float32), targets_BT)
 
 
-def num_chunks(batch: int, n_pos: int, vocab: int, chunk_tokens: int) -> int:
-  """How many chunks of positions split `n_pos` so a chunk holds <= `chunk_tokens` tokens.
+def auto_chunk_tokens(vocab: int, backend: str | None = None) -> int:
+  """Tokens per device per chunk for model.loss_chunk_tokens = -1 (AUTO_CHUNK_BYTES of logits)."""
+  budget = AUTO_CHUNK_BYTES.get(backend or jax.default_backend(), AUTO_CHUNK_BYTES_ACCELERATOR)
+  return max(1, budget // (4 * vocab))
 
-  `chunk_tokens` = -1 picks it from the backend (AUTO_CHUNK_BYTES of f32 logits per device);
-  the count always divides `n_pos`, and is 1 when the whole batch fits.
+
+def num_chunks(batch: int, n_pos: int, vocab: int, chunk_tokens: int, shards: int = 1) -> int:
+  """How many chunks of positions the fused loss splits `n_pos` into, so that a chunk holds
+  about `chunk_tokens` tokens per device (-1: `auto_chunk_tokens`) of a batch of `batch`
+  sequences split over `shards` devices.
+
+  The count divides `n_pos` (a chunk is T/n whole positions of every sequence) and is 1 when
+  everything fits; a chunk is never less than one position, so with more sequences per
+  device than `chunk_tokens` it holds more than that.
   """
   if chunk_tokens < 0:
-    budget = AUTO_CHUNK_BYTES.get(jax.default_backend(), AUTO_CHUNK_BYTES_ACCELERATOR)
-    chunk_tokens = max(1, budget // (4 * vocab)) * jax.device_count()
-  positions = max(1, chunk_tokens // max(batch, 1))
+    chunk_tokens = auto_chunk_tokens(vocab)
+  positions = max(1, chunk_tokens // max(batch // max(shards, 1), 1))
   if positions >= n_pos:
     return 1
   return n_pos // max(d for d in range(1, positions + 1) if n_pos % d == 0)
 
 
-def _split(x_BT_, n: int):
+def _split(x_BT, n: int):
   """[B, T, ...] -> [n, B, T/n, ...]: chunk i holds positions i*T/n ... (i+1)*T/n - 1 of
   every sequence, so a batch sharded over devices stays sharded in every chunk."""
-  b, t = x_BT_.shape[:2]
-  return jnp.moveaxis(x_BT_.reshape(b, n, t // n, *x_BT_.shape[2:]), 1, 0)
+  b, t = x_BT.shape[:2]
+  return jnp.moveaxis(x_BT.reshape(b, n, t // n, *x_BT.shape[2:]), 1, 0)
 
 
 def _gathered(w_DV):
@@ -63,11 +71,16 @@ def _chunk_logits(x_BCD, w_DV):
 
 
 def _lse_and_target(logits_BCV, targets_BC):
-  m_BC1 = jax.lax.stop_gradient(jnp.max(logits_BCV, axis=-1, keepdims=True))
+  """(log-sum-exp, the target's logit, softmax probabilities) of one chunk, all float32."""
+  m_BC1 = jnp.max(logits_BCV, axis=-1, keepdims=True)
   e_BCV = jnp.exp(logits_BCV - m_BC1)
   s_BC1 = jnp.sum(e_BCV, axis=-1, keepdims=True)
   lse_BC = (m_BC1 + jnp.log(s_BC1))[..., 0]
-  target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
+  if sharding.axis_shards("act_vocab") > 1:  # a masked sum: no gather across vocab shards
+    hit_BCV = jax.lax.broadcasted_iota(jnp.int32, logits_BCV.shape, 2) == targets_BC[..., None]
+    target_BC = jnp.sum(jnp.where(hit_BCV, logits_BCV, 0.0), axis=-1)
+  else:  # the faster form on one vocab shard (CPU: ~5% of a step at 4 x 128)
+    target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
   return lse_BC, target_BC, e_BCV / s_BC1
 
 
@@ -92,7 +105,7 @@ def _fused_fwd(x_BTD, w_DV, targets_BT, n_chunks):
   w_DV = _gathered(w_DV.astype(x_BTD.dtype))  # compute dtype: half the gather in bf16
   # The loss and the gradient of W are summed per batch shard (each device its own rows, no
   # communication in the loop), and over the shards once at the end, not once per chunk.
-  shards = sharding.batch_shards()
+  shards = sharding.axis_shards("act_batch")
   shards = shards if x_BTD.shape[0] % shards == 0 else 1
   per_shard = lambda a: nn.with_logical_constraint(a, ("act_batch", None, "vocab"))
 
@@ -116,7 +129,8 @@ def _fused_fwd(x_BTD, w_DV, targets_BT, n_chunks):
   (total_S, dw_SDV), dx_NBCD = jax.lax.scan(
       body, (zeros_S, zeros_SDV), (_split(x_BTD, n_chunks), _split(targets_BT, n_chunks)))
   dx_BTD = jnp.moveaxis(dx_NBCD, 0, 1).reshape(x_BTD.shape)
-  return jnp.sum(total_S) * inv_n, (dx_BTD, jnp.sum(dw_SDV, axis=0).astype(w_param_dtype))
+  dw_DV = nn.with_logical_constraint(jnp.sum(dw_SDV, axis=0), ("embed", "vocab"))
+  return jnp.sum(total_S) * inv_n, (dx_BTD, dw_DV.astype(w_param_dtype))
 
 
 def _fused_bwd(n_chunks, residuals, g):

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from scaling_jax import losses
+from scaling_jax import losses, sharding
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -72,8 +72,8 @@ def attention_impl(cfg: ModelConfig) -> str | None:
 def einsum_attention(q_BTNH, k_BTNH, v_BTNH):
   """Causal softmax attention as two batched matmuls around a masked float32 softmax."""
   t, h = q_BTNH.shape[1], q_BTNH.shape[-1]
-  s_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH * jnp.asarray(h ** -0.5, q_BTNH.dtype), k_BTNH,
-                      preferred_element_type=jnp.float32)
+  s_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BTNH,
+                      preferred_element_type=jnp.float32) * (h ** -0.5)
   s_BNTS = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s_BNTS, -1e30)
   p_BNTS = jax.nn.softmax(s_BNTS, axis=-1).astype(v_BTNH.dtype)
   return jnp.einsum("bnts,bsnh->btnh", p_BNTS, v_BTNH)
@@ -166,7 +166,8 @@ class Embed(nn.Module):
 
 
 class Transformer(nn.Module):
-  """tokens [B, T] -> logits [B, T, V] (or final hidden states with `return_hidden`)."""
+  """tokens [B, T] -> float32 logits [B, T, V]; with `targets_BT` [B, T] the mean next-token
+  loss instead (fused, `head`); with `return_hidden` the final hidden states."""
   cfg: ModelConfig
 
   @nn.compact
@@ -184,7 +185,7 @@ class Transformer(nn.Module):
 
 
 def head(module: nn.Module, cfg: ModelConfig, x_BTD, wte_VD, targets_BT=None):
-  """Logits [B, T, V] from the final hidden states, or given `targets_BT` the mean
+  """float32 logits [B, T, V] from the final hidden states, or given `targets_BT` the mean
   next-token loss (the unembedding fused with the cross-entropy, `losses.py`).
 
   The unembedding is tied (wte^T) or a separate `unembed` matrix.
@@ -196,9 +197,11 @@ def head(module: nn.Module, cfg: ModelConfig, x_BTD, wte_VD, targets_BT=None):
                         DTYPES[cfg.param_dtype])
   if targets_BT is not None and cfg.loss_chunk_tokens != 0:
     b, t = targets_BT.shape
-    n = losses.num_chunks(b, t, cfg.vocab_size, cfg.loss_chunk_tokens)
+    n = losses.num_chunks(b, t, cfg.vocab_size, cfg.loss_chunk_tokens,
+                          sharding.axis_shards("act_batch"))
     return losses.fused_mean_loss(x_BTD, w_DV, targets_BT, n)
-  logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, w_DV.astype(x_BTD.dtype))
+  logits_BTV = jnp.einsum("btd,dv->btv", x_BTD, w_DV.astype(x_BTD.dtype),
+                          preferred_element_type=jnp.float32)  # as the fused loss computes them
   logits_BTV = nn.with_logical_constraint(logits_BTV, ("act_batch", "act_length", "act_vocab"))
   if targets_BT is not None:
     return losses.token_losses(logits_BTV, targets_BT).mean()

@@ -7,8 +7,8 @@
   applied n_layer times with the same parameters (an `nn.scan` over depth that broadcasts
   the parameters), so N counts the shared block once while the FLOPs count every application.
 
-Both take tokens [B, T] and return logits [B, T, V] (or the final hidden states with
-`return_hidden`) like `model.Transformer`, and every parameter carries logical axis names,
+Both take tokens [B, T] and return float32 logits [B, T, V], the mean loss given
+`targets_BT`, or the final hidden states with `return_hidden`, like `model.Transformer`, and every parameter carries logical axis names,
 so the trainer's sharded init, the optimizer and the checkpoints work unchanged.
 """
 

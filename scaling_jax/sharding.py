@@ -107,11 +107,12 @@ def logical_shardings(abstract_tree, mesh: Mesh):
       mesh_specs, shapes, is_leaf=lambda s: isinstance(s, P))
 
 
-def batch_shards() -> int:
-  """How many shards the batch of activations (`act_batch`) has under the current mesh
-  (`jax.set_mesh`); 1 outside one."""
+def axis_shards(logical: str) -> int:
+  """How many shards the activation axis `logical` (e.g. `act_batch`) has under the current
+  mesh (`jax.set_mesh`); 1 outside one."""
   mesh = jax.sharding.get_abstract_mesh()
-  axes = dict(RULES)["act_batch"]
+  axes = dict(RULES)[logical]
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
   return 1 if mesh.empty else math.prod(mesh.shape.get(a, 1) for a in axes)
 
 

@@ -27,7 +27,7 @@ from scaling_jax import model as model_lib, noise_scale, optim, preflight, rundi
 
 
 PREEMPTION_SYNC_EVERY = 10  # steps between multi-process checks for a stop signal
-CPU_PASS_TOKENS = 1024  # tokens per device in one forward/backward pass on CPU (measured best)
+CPU_PASS_TOKENS = 1024  # tokens per device in one pass on CPU (bench_profile sweeps 512-4096)
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,9 +75,9 @@ def passes_per_micro_batch(config, mesh) -> int:
   return next(p for p in range(min(wanted, seqs), seqs + 1) if seqs % p == 0)
 
 
-def interleave(x_BT_, k: int):
+def interleave(x_B, k: int):
   """[B, ...] -> [k, B/k, ...]; piece i takes rows i, i+k, ...: every device keeps a share."""
-  return x_BT_.reshape(x_BT_.shape[0] // k, k, *x_BT_.shape[1:]).swapaxes(0, 1)
+  return x_B.reshape(x_B.shape[0] // k, k, *x_B.shape[1:]).swapaxes(0, 1)
 
 
 def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation, lr_schedule,
@@ -181,8 +181,8 @@ def _state_init(config, model, opt, mesh):
 
 
 def abstract_state(config, model, opt, mesh):
-  """The train state as sharded ShapeDtypeStructs: for restoring, and for compiling a step
-  (e.g. its memory analysis) without allocating anything."""
+  """The train state as sharded ShapeDtypeStructs: for compiling a step (e.g. for its memory
+  analysis, bench/bench_memory.py) without allocating anything."""
   return _state_init(config, model, opt, mesh)[2]
 
 

@@ -301,10 +301,10 @@ def test_estimate_memory_by_hand():
   assert m["n_params"] == n == 163_037_184
   assert m["state"] == 16 * n
   assert m["activations"] == layers * (32 * s * d + 2 * 12 * s * s) == 603_979_776
-  # fused loss: one chunk of all 1024 tokens' f32 logits + gradient, and the f32 dW
-  assert m["loss"] == 8 * s * v + 4 * d * v
+  # fused loss: one chunk of all 1024 tokens' f32 logits + gradient, the f32 dW, bf16 W
+  assert m["loss"] == 8 * s * v + 4 * d * v + 2 * d * v
   assert m["attention_backward"] == 16 * 12 * s * s  # f32 scores, probs + their gradients
-  assert m["total"] == 3_979_996_160  # 3.71 GiB
+  assert m["total"] == 4_057_190_912  # 3.78 GiB
   unfused = memory.estimate_memory(12, 768, 12, 1024, 50257, batch_per_device=1,
                                    fused_loss=False)
   assert unfused["loss"] == 8 * s * v and unfused["total"] == 3_825_606_656
@@ -313,7 +313,7 @@ def test_estimate_memory_by_hand():
   assert flash["activations"] == layers * 32 * s * d
   # 32 sequences: chunks of 128 positions (4096 tokens <= 1 GiB of f32 logits), not 32 x 1024
   big = memory.estimate_memory(12, 768, 12, 1024, 50257, batch_per_device=32)
-  assert big["loss"] == 8 * 4096 * v + 4 * d * v
+  assert big["loss"] == 8 * 4096 * v + 6 * d * v
   # FSDP over 16 devices divides the state; full remat keeps block inputs + one block.
   r = memory.estimate_memory(12, 768, 12, 1024, 50257, 1, fsdp=16, remat="full")
   assert r["state"] == 16 * n // 16

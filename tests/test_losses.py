@@ -45,13 +45,22 @@ def test_fused_loss_scales_with_the_cotangent():
   np.testing.assert_allclose(g, g_ref, atol=1e-6)
 
 
-def test_fused_loss_in_bf16_is_close_and_keeps_dtypes():
+def _plain_f32_logits(x_BTD, w_DV, t_BT):  # the model's plain path: f32 logits from bf16
+  logits = jnp.einsum("btd,dv->btv", x_BTD, w_DV.astype(x_BTD.dtype),
+                      preferred_element_type=jnp.float32)
+  return losses.token_losses(logits, t_BT).mean()
+
+
+def test_fused_loss_in_bf16_matches_bf16_autodiff_and_keeps_dtypes():
   x, w, t = _inputs(dtype=jnp.bfloat16)
-  gx, gw = jax.grad(lambda x, w: losses.fused_mean_loss(x, w, t, 3), (0, 1))(x, w)
+  val, (gx, gw) = jax.value_and_grad(
+      lambda x, w: losses.fused_mean_loss(x, w, t, 3), (0, 1))(x, w)
   assert gx.dtype == jnp.bfloat16 and gw.dtype == jnp.float32
-  gx_ref, gw_ref = jax.grad(_plain, (0, 1))(x.astype(jnp.float32), w, t)
-  np.testing.assert_allclose(np.asarray(gw), gw_ref, atol=2e-3)
-  np.testing.assert_allclose(np.asarray(gx, np.float32), gx_ref, atol=2e-3)
+  ref, (gx_ref, gw_ref) = jax.value_and_grad(_plain_f32_logits, (0, 1))(x, w, t)
+  np.testing.assert_allclose(val, ref, rtol=1e-6)  # same f32 logits: the same loss
+  for g, g_ref in ((gw, gw_ref), (gx, gx_ref)):  # bf16 gradients: within bf16 rounding
+    g, g_ref = np.asarray(g, np.float32), np.asarray(g_ref, np.float32)
+    assert np.max(np.abs(g - g_ref)) <= 1e-2 * np.max(np.abs(g_ref))
 
 
 @pytest.mark.parametrize("batch, n_pos, vocab, chunk, expected", [
@@ -67,16 +76,18 @@ def test_num_chunks_divides_the_sequence(batch, n_pos, vocab, chunk, expected):
 
 
 def test_auto_chunks_hold_the_cpu_budget_of_logits():
-  n = losses.num_chunks(32, 128, 4096, -1)
-  per_device_tokens = 32 * (128 // n) / jax.device_count()
-  assert per_device_tokens * 4096 * 4 <= losses.AUTO_CHUNK_BYTES["cpu"] and n > 1
+  assert losses.auto_chunk_tokens(4096, "cpu") == 256  # 4 MiB of f32 logits
+  assert losses.auto_chunk_tokens(50257, "gpu") == 5341  # 1 GiB
+  assert losses.num_chunks(32, 128, 4096, -1) == 16  # 32 sequences x 8 positions
+  assert losses.num_chunks(32, 128, 4096, -1, shards=8) == 2  # 4 per device x 64 positions
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_model_loss_is_the_same_fused_or_not(tied):
+@pytest.mark.parametrize("tied, dtype", [(False, "float32"), (True, "float32"),
+                                         (False, "bfloat16")])
+def test_model_loss_is_the_same_fused_or_not(tied, dtype):
   cfg = config_lib.default_config().model
   cfg.update(n_layer=1, d_model=32, n_heads=2, d_ff=64, n_ctx=16, vocab_size=50,
-             tie_embeddings=tied)
+             tie_embeddings=tied, dtype=dtype)
   tokens = jax.random.randint(jax.random.key(2), (4, 17), 0, 50)
   params = strip_boxes(model_lib.build(cfg).init(jax.random.key(0), tokens[:, :-1]))["params"]
 
@@ -88,10 +99,12 @@ def test_model_loss_is_the_same_fused_or_not(tied):
 
   (ref, g_ref), (val, g) = loss(0), loss(8)  # unfused vs chunks of 2 positions
   logits = model_lib.build(cfg).apply({"params": params}, tokens[:, :-1])
-  np.testing.assert_allclose(ref, losses.token_losses(logits, tokens[:, 1:]).mean(), rtol=1e-6)
-  np.testing.assert_allclose(val, ref, rtol=1e-6)
+  f32 = dtype == "float32"  # bf16: the body's rounding differs between programs
+  np.testing.assert_allclose(ref, losses.token_losses(logits, tokens[:, 1:]).mean(),
+                             rtol=1e-6 if f32 else 1e-4)
+  np.testing.assert_allclose(val, ref, rtol=1e-6 if f32 else 1e-4)
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, b, atol=1e-6 if f32 else 3e-2 * float(np.max(np.abs(b))))
 
 
 def _while_bodies(hlo: str) -> dict[str, str]:

@@ -11,10 +11,11 @@ from scaling_jax.config import ConfigError
 
 def _config(**mesh):
   c = config_lib.default_config()
-  # loss chunks of 64 tokens: the fused loss loops over 2 chunks of each micro-batch
+  # Loss chunks of 16 tokens per device: the fused loss loops over chunks. Passes of 16 tokens
+  # (one sequence) per device: 8 passes per micro-batch on 1 device, 2 on 4 batch shards.
   c.model.update(n_layer=2, d_model=32, n_heads=4, d_ff=64, n_ctx=16, vocab_size=128,
-                 loss_chunk_tokens=64)
-  c.train.update(batch_size=16, num_steps=4)
+                 loss_chunk_tokens=16)
+  c.train.update(batch_size=16, num_steps=4, max_pass_tokens=16)
   c.optim.update(lr=1e-2, warmup_steps=1)
   c.mesh.update(mesh)
   return c
