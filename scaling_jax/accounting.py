@@ -53,6 +53,24 @@ def counts(model_cfg) -> Counts:
   return model_variants.counts(model_cfg)
 
 
+# Training FLOPs per token under the conventions Porian et al. (2024) compare (their
+# `param_count`): Kaplan's 6N ("kaplan"), 6N plus the unembedding 6·d_model·vocab
+# ("standard"), and the exact count with attention ("attention"; Counts.flops_per_token_exact).
+FLOP_CONVENTIONS = ("6N", "6N+unembedding", "exact")
+
+
+def flops_per_token(model_cfg, convention: str = "6N") -> float:
+  """Training FLOPs per token of `model_cfg` under `convention` (one of FLOP_CONVENTIONS)."""
+  c = counts(model_cfg)
+  if convention == "6N":
+    return c.flops_per_token
+  if convention == "6N+unembedding":
+    return c.flops_per_token + 6.0 * model_cfg.d_model * model_cfg.vocab_size
+  if convention == "exact":
+    return c.flops_per_token_exact
+  raise ValueError(f"FLOP convention {convention!r} is not one of {FLOP_CONVENTIONS}")
+
+
 def count_tree(params) -> int:
   """Number of scalars in a parameter pytree."""
   import jax

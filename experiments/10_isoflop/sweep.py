@@ -1,0 +1,74 @@
+"""Experiment 10 sweep, IsoFLOP profiles: a ladder of sizes per compute budget, each size
+trained to exactly that budget with its LR schedule ending there.
+
+A run at budget C with F training FLOPs per token (under the FLOP convention, see
+`scaling_jax.accounting.FLOP_CONVENTIONS`) trains S = round(C / (F x batch tokens)) steps;
+the cosine decays to zero at its own last step S, after a warmup of S/10 steps (Porian et
+al. 2024: a warmup longer than a short run biases the small models). Each run evaluates
+~8 times so that Approach 1 has learning curves.
+
+CPU: 3 budgets (1e12, 2.5e12, 6.25e12 FLOPs) x 5 sizes (N = 12k .. 786k non-embedding) on
+the stdlib corpus, batch 32 x 128 tokens; pod: 4 budgets (1e17 .. 3e18) x 5 sizes
+(N = 11M .. 680M) on the paper's setup. The convention (default "6N+unembedding", the
+count Porian et al. found to resolve most of the Kaplan/Chinchilla gap) comes from
+$SCALING_JAX_FLOPS; pass the same `--flops` to analyze.py.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+_ROOT = str(pathlib.Path(__file__).resolve().parents[2])  # the repo root, for `experiments`
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+from experiments import common  # noqa: E402
+from scaling_jax import accounting  # noqa: E402
+
+FLOPS_ENV = "SCALING_JAX_FLOPS"  # `SCALING_JAX_FLOPS=exact scaling-jax sweep ...`
+DEFAULT_CONVENTION = "6N+unembedding"
+EVALS_PER_RUN = 8
+
+# (n_layer, d_model) ladders, ~2-3x apart in N; each budget trains a window of 5 of them.
+CPU_LADDER = ((1, 32), (2, 32), (2, 48), (2, 64), (3, 80), (3, 96), (4, 128))
+POD_LADDER = ((6, 384), (8, 512), (10, 640), (12, 768), (16, 1024), (24, 1024), (24, 1536))
+# (budget in FLOPs, index of the first size in the ladder)
+CPU_BUDGETS = ((1e12, 0), (2.5e12, 1), (6.25e12, 2))
+POD_BUDGETS = ((1e17, 0), (3e17, 1), (1e18, 1), (3e18, 2))
+SIZES_PER_BUDGET = 5
+
+
+def resolve_convention(convention: str | None = None) -> str:
+  convention = convention or os.environ.get(FLOPS_ENV) or DEFAULT_CONVENTION
+  if convention not in accounting.FLOP_CONVENTIONS:
+    raise common.ExperimentError(f"FLOP convention {convention!r} is not one of "
+                                 f"{accounting.FLOP_CONVENTIONS}; set {FLOPS_ENV} to one")
+  return convention
+
+
+def budget_entry(budget: float, n_layer: int, d_model: int, scale: str, convention: str
+                 ) -> dict:
+  """One run trained to `budget` FLOPs: steps from the model's FLOPs per token."""
+  shape = common.shape(n_layer, d_model, scale)
+  probe = common.entry("probe", scale, shape)
+  cfg = common.load_config(probe)
+  tokens_per_step = cfg.train.batch_size * cfg.model.n_ctx
+  steps = round(budget / (accounting.flops_per_token(cfg.model, convention) * tokens_per_step))
+  if steps < 10:
+    raise common.ExperimentError(f"budget {budget:.3g} gives n{n_layer}_d{d_model} only "
+                                 f"{steps} steps; raise the budget or drop the size")
+  every = max(1, steps // EVALS_PER_RUN)
+  return common.entry(f"c{budget:.3g}_n{n_layer}_d{d_model}".replace("+", ""), scale, {
+      **shape, "train.num_steps": steps, "train.eval_every": every,
+      "train.log_every": max(1, min(every, 25)), "train.ckpt_every": steps,
+      "optim.schedule": "cosine", "optim.warmup_steps": max(1, steps // 10)})
+
+
+def get_sweep(scale: str | None = None, convention: str | None = None) -> list[dict]:
+  scale, convention = common.resolve_scale(scale), resolve_convention(convention)
+  ladder, budgets = (CPU_LADDER, CPU_BUDGETS) if scale == "cpu" else (POD_LADDER, POD_BUDGETS)
+  return [budget_entry(budget, n_layer, d_model, scale, convention)
+          for budget, first in budgets
+          for n_layer, d_model in ladder[first:first + SIZES_PER_BUDGET]]
