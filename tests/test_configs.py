@@ -4,9 +4,10 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import pytest
 
-from scaling_jax import accounting, config as config_lib
+from scaling_jax import accounting, config as config_lib, model as model_lib
 from scaling_jax.train_cli import load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -26,6 +27,18 @@ def test_paper_presets_have_the_gpt3_sizes(name, n_params):
   assert accounting.counts(c.model).n_params == n_params
   assert c.train.batch_size * c.model.n_ctx == 512 * 1024  # the paper's batch
   assert c.optim.lr_rule == "kaplan" and c.optim.warmup_steps == 3000
+
+
+@pytest.mark.parametrize("name, total", [
+    ("gpt_125m", 124_439_808), ("gpt_350m", 354_823_168), ("gpt_1_3b", 1_313_626_112)])
+def test_paper_presets_match_their_names_in_total_with_tied_embeddings(name, total):
+  """GPT-2 small is 124,439,808 parameters with its input and output embeddings tied: the
+  preset's real parameter tree (eval_shape, nothing allocated) has exactly as many."""
+  c = load_config(str(REPO / "configs" / f"{name}.py"), [])
+  assert c.model.tie_embeddings
+  tree = jax.eval_shape(model_lib.build(c.model).init, jax.random.key(0),
+                        jax.ShapeDtypeStruct((1, c.model.n_ctx), jax.numpy.int32))
+  assert accounting.count_tree(tree) == total == accounting.counts(c.model).n_params_total
 
 
 def test_overrides_are_applied_and_typed():
