@@ -208,6 +208,18 @@ def head(module: nn.Module, cfg: ModelConfig, x_BTD, wte_VD, targets_BT=None):
   return logits_BTV
 
 
+def check_shardings(config, mesh) -> None:
+  """sharding.ShardingError (one line, with the fix) if a mesh axis does not divide a
+  parameter dimension it shards: before anything is built or compiled, never a silent
+  replication (e.g. vocab 50257 under tensor=2)."""
+  model = build(config.model)
+  tokens_BT = jax.ShapeDtypeStruct((1, config.model.n_ctx), jnp.int32)
+  rng = jax.random.key(0)  # outside the mesh: it may be an abstract TPU slice (compile_cli)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
+    boxed = jax.eval_shape(lambda r, t: model.init(r, t)["params"], rng, tokens_BT)
+    sharding.logical_shardings(boxed, mesh)
+
+
 def build(model_cfg) -> nn.Module:
   """The network a run config names (`model.arch`)."""
   cfg = ModelConfig.from_config(model_cfg)

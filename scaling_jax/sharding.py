@@ -2,8 +2,11 @@
 
 The mesh has three axes, `data`, `fsdp` and `tensor`, sized from the config with -1 meaning
 "the devices the others leave". One table, `RULES`, maps the logical axis names that
-parameters and activations carry onto those axes; a dimension a mesh axis does not divide
-is replicated instead of failing.
+parameters and activations carry onto those axes. A parameter dimension that its mesh axes
+do not divide is an error (ShardingError, with the config field to change), never a silent
+replication of that parameter on every device; the only dimensions replicated are those of
+size 1 and optimizer statistics of lower rank than their parameter (Adafactor's factored
+moments), which are small.
 """
 
 from __future__ import annotations
@@ -74,18 +77,36 @@ def make_mesh(config, devices=None) -> Mesh:
   return Mesh(device_array, AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
-def _fit_spec(spec: P, shape, mesh: Mesh) -> P:
-  """Drops mesh axes from dimensions they do not divide (replicates those dims)."""
-  if len(spec) > len(shape):  # e.g. Adafactor's factored moments: replicate
+class ShardingError(ConfigError):
+  """A mesh axis does not divide the parameter dimension it is to shard."""
+
+
+# The config field behind each logical parameter axis, for the error's fix.
+FIELD_OF_AXIS = {"vocab": "model.vocab_size", "vocab_in": "model.vocab_size",
+                 "embed": "model.d_model", "mlp": "model.d_ff", "heads": "model.n_heads",
+                 "kv": "model.d_model / model.n_heads", "length": "model.n_ctx"}
+
+
+def _fit_spec(spec: P, shape, mesh: Mesh, logical: P | None = None, where: str = "") -> P:
+  """`spec` without the mesh axes of size 1; ShardingError if the remaining axes do not
+  divide a dimension (of size > 1) they shard. A leaf of lower rank than its spec (Adafactor's
+  factored moments) is replicated."""
+  if len(spec) > len(shape):
     return P()
+  logical = tuple(logical or ()) + (None,) * len(shape)
   out = []
-  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-    if axes is None:
-      out.append(None)
-      continue
-    axes_t = axes if isinstance(axes, tuple) else (axes,)
+  for i, (dim, axes) in enumerate(zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)))):
+    axes_t = () if axes is None else axes if isinstance(axes, tuple) else (axes,)
     kept = tuple(a for a in axes_t if mesh.shape[a] > 1)
     size = math.prod(mesh.shape[a] for a in kept)
+    if kept and dim % size and dim > 1:
+      field = FIELD_OF_AXIS.get(logical[i], f"dimension {i}")
+      mesh_txt = " x ".join(f"config.mesh.{a}={mesh.shape[a]}" for a in kept)
+      raise ShardingError(
+          f"{where or 'an array'} of shape {tuple(shape)}: {field} = {dim} is not divisible by "
+          f"{mesh_txt}, so it could only be replicated on every device; make {field} a "
+          f"multiple of {size} (next: {-(-dim // size) * size}) or use a mesh whose "
+          f"{'/'.join(kept)} axis divides {dim}")
     out.append(None if not kept or dim % size else (kept if len(kept) > 1 else kept[0]))
   return P(*out)
 
@@ -102,9 +123,10 @@ def logical_shardings(abstract_tree, mesh: Mesh):
   specs = nn.get_partition_spec(abstract_tree)
   mesh_specs = nn.logical_to_mesh(specs, RULES)
   shapes = strip_boxes(abstract_tree)
-  return jax.tree.map(
-      lambda spec, x: NamedSharding(mesh, _fit_spec(spec, x.shape, mesh)),
-      mesh_specs, shapes, is_leaf=lambda s: isinstance(s, P))
+  return jax.tree_util.tree_map_with_path(
+      lambda path, spec, logical, x: NamedSharding(mesh, _fit_spec(
+          spec, x.shape, mesh, logical, "parameter " + jax.tree_util.keystr(path))),
+      mesh_specs, specs, shapes, is_leaf=lambda s: isinstance(s, P))
 
 
 def axis_shards(logical: str) -> int:

@@ -80,6 +80,20 @@ def interleave(x_B, k: int):
   return x_B.reshape(x_B.shape[0] // k, k, *x_B.shape[1:]).swapaxes(0, 1)
 
 
+def summed_value_and_grad(grad_fn, params, pieces_PMT1):
+  """(summed loss, summed gradient) of `grad_fn` over the passes stacked on the first axis."""
+  if pieces_PMT1.shape[0] == 1:
+    return grad_fn(params, pieces_PMT1[0])
+
+  def body(carry, piece_MT1):
+    l_acc, g_acc = carry
+    l, g = grad_fn(params, piece_MT1)
+    return (l_acc + l, jax.tree.map(jnp.add, g_acc, g)), None
+
+  zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+  return jax.lax.scan(body, zeros, pieces_PMT1)[0]
+
+
 def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation, lr_schedule,
                     mesh):
   """(state, batch [B, T+1]) -> (state, metrics), to be jitted with the state donated."""
@@ -91,19 +105,6 @@ def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation,
   grad_fn = jax.value_and_grad(loss_fn)
   pieces_sharding = jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec(None, None, ("data", "fsdp"), None))
-
-  def micro_batch_grad(params, mb_PMT1):
-    """(summed loss, summed gradient) of one micro-batch's p passes."""
-    if p == 1:
-      return grad_fn(params, mb_PMT1[0])
-
-    def body(carry, piece_MT1):
-      l_acc, g_acc = carry
-      l, g = grad_fn(params, piece_MT1)
-      return (l_acc + l, jax.tree.map(jnp.add, g_acc, g)), None
-
-    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-    return jax.lax.scan(body, zeros, mb_PMT1)[0]
 
   def step_fn(state: TrainState, batch_BT1):
     b = batch_BT1.shape[0]
@@ -117,7 +118,7 @@ def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation,
 
       def body(carry, mb_PMT1):
         l_acc, g_acc, sq_acc = carry
-        l, g = micro_batch_grad(state.params, mb_PMT1)  # sums over p passes
+        l, g = summed_value_and_grad(grad_fn, state.params, mb_PMT1)  # sums over p passes
         return (l_acc + l, jax.tree.map(jnp.add, g_acc, g), sq_acc + _sq_norm(g) / p**2), None
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)
@@ -171,8 +172,9 @@ def _state_init(config, model, opt, mesh):
         rng=jax.random.fold_in(rng, 1), gns=noise_scale.init(),
         bad_steps=jnp.zeros((), jnp.int32), first_bad_step=jnp.full((), -1, jnp.int32))
 
+  rng = jax.random.key(0)  # outside the mesh: it may be an abstract TPU slice (compile_cli)
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-    boxed = jax.eval_shape(init_fn, jax.random.key(0))
+    boxed = jax.eval_shape(init_fn, rng)
     shardings = sharding.logical_shardings(boxed, mesh)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -282,6 +284,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   from scaling_jax import data as data_lib
 
   config_lib.validate(config, num_devices=jax.device_count())
+  model_lib.check_shardings(config, sharding.make_mesh(config))  # never a silent replication
   preflight.check(config, workdir)  # writable workdir, disk space, code version (issue #10)
   is_main = jax.process_index() == 0
   data_info = data_lib.prepare(config)

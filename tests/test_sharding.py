@@ -1,5 +1,8 @@
 """Meshes from config, and the same training trajectory on every mesh (8 simulated devices)."""
 
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -81,3 +84,54 @@ def test_all_meshes_match_one_device():
       assert len(w.sharding.device_set) == 8 and w.addressable_shards[0].data.shape != w.shape
     np.testing.assert_allclose(np.asarray(w), np.asarray(
         ref_state.params["block_0"]["mlp"]["fc"]["kernel"]), atol=2e-5)
+
+
+# -------------------------------------------------------- no silent replication (issue 17)
+
+@pytest.mark.parametrize("mesh, field, fragment", [
+    (dict(data=4, fsdp=1, tensor=2), dict(vocab_size=127),
+     "model.vocab_size = 127 is not divisible by config.mesh.tensor=2"),
+    (dict(data=1, fsdp=8, tensor=1), dict(d_model=36, n_heads=4),
+     "model.d_model = 36 is not divisible by config.mesh.fsdp=8"),
+])
+def test_a_dimension_its_mesh_axis_does_not_divide_is_an_error_not_a_replication(
+    mesh, field, fragment):
+  """Vocab 127 under tensor=2 (like GPT-2's 50257) or d_model 36 under fsdp=8 used to be
+  replicated on every device without a word: now one line naming the field and the fix,
+  from the preflight check and from the sharding rules themselves."""
+  c = _config(**mesh)
+  c.model.update(field)
+  m = sharding.make_mesh(c)
+  with pytest.raises(sharding.ShardingError, match=fragment) as e:
+    model_lib.check_shardings(c, m)
+  assert "\n" not in str(e.value) and "multiple of" in str(e.value)
+  opt, _ = optim.make(c.optim, 4, 1000)
+  with pytest.raises(sharding.ShardingError, match=fragment):  # even without the check
+    train.abstract_state(c, model_lib.build(c.model), opt, m)
+
+
+def test_every_parameter_is_sharded_as_its_rule_says_when_the_axes_divide():
+  """Divisible shapes keep every mesh axis of their rule (nothing dropped), and Adafactor's
+  factored moments (lower rank than their parameter) are still allowed, replicated."""
+  c = _config(data=1, fsdp=4, tensor=2)
+  m = sharding.make_mesh(c)
+  model_lib.check_shardings(c, m)
+  c.optim.name = "adafactor"
+  opt, _ = optim.make(c.optim, 4, 1000)
+  state = train.abstract_state(c, model_lib.build(c.model), opt, m)
+  assert state.params["unembed"].sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+  assert state.params["block_0"]["mlp"]["fc"]["kernel"].sharding.spec == (
+      jax.sharding.PartitionSpec("fsdp", "tensor"))
+
+
+def test_train_refuses_a_replicating_mesh_before_writing_anything(tmp_path, repo_root):
+  run = tmp_path / "run"
+  proc = subprocess.run(
+      [sys.executable, "-m", "scaling_jax.cli", "train", "--config", "configs/tiny.py",
+       "--workdir", str(run), "--config.model.vocab_size=511", "--config.mesh.data=4",
+       "--config.mesh.tensor=2"],
+      cwd=repo_root, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert "model.vocab_size = 511 is not divisible by config.mesh.tensor=2" in proc.stderr
+  assert not run.exists()
