@@ -9,16 +9,31 @@
 
 Analysis code (scaling/, report, sweep) reads runs only through this module and
 `scaling_jax.metrics.read_metrics`; it never imports the trainer.
+
+Local or remote: every path here may be a local path or a URL (`gs://bucket/x`), str or
+`etils.epath.Path`; all I/O goes through epath (orbax's own path library), which reaches
+gs:// through gcsfs (`pip install 'scaling-jax[gcs]'`). `check_backend` refuses a URL whose
+backend is missing, so a remote run directory never becomes a local folder `gs:/bucket/x`.
+Atomic writes: locally a temp file is fsync'ed and renamed; on an object store a rename is
+a copy + delete (not atomic) but a single-object write is, so a file is written in one put.
+The primitives for analysis code (one home for run-directory I/O): `path`, `is_remote`,
+`exists`, `is_dir`, `makedirs`, `listdir`, `glob`, `walk`, `read_text`, `read_bytes`,
+`write_text`, `write_bytes` (atomic), `remove`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Union
+
+from etils import epath
 
 from scaling_jax.config import ConfigError
+
+PathLike = Union[str, os.PathLike]
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
@@ -35,39 +50,152 @@ def json_default(o: Any) -> Any:
   return str(o)
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON through a temp file + rename, so readers never see half a file."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=json_default)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+# --- paths: local or remote, one set of primitives ----------------------------------------
+
+# URL scheme -> the module epath needs for it, and what to install.
+REMOTE_BACKENDS = {"gs": ("gcsfs", "pip install 'scaling-jax[gcs]' (gcsfs)"),
+                   "s3": ("s3fs", "pip install s3fs")}
 
 
-def read_json(path: str) -> dict[str, Any] | None:
+class RemoteBackendError(ConfigError):
+  """A URL whose filesystem backend is not installed (or whose scheme is unsupported)."""
+
+
+def is_remote(p: PathLike) -> bool:
+  """True for a URL such as gs://bucket/x (an object store, no rename, no append)."""
+  return "://" in os.fspath(p)
+
+
+def check_backend(p: PathLike) -> None:
+  """RemoteBackendError (one line: what to install) unless `p` is local or reachable."""
+  text = os.fspath(p)
+  if not is_remote(text):
+    return
+  scheme = text.split("://", 1)[0]
+  if scheme not in REMOTE_BACKENDS:
+    raise RemoteBackendError(f"{text}: {scheme}:// is not supported; use a local path or "
+                             f"one of {', '.join(s + '://' for s in REMOTE_BACKENDS)}")
+  module, install = REMOTE_BACKENDS[scheme]
+  if importlib.util.find_spec(module) is None and importlib.util.find_spec("tensorflow") is None:
+    raise RemoteBackendError(f"{text} is a {scheme}:// path but {module} is not installed; "
+                             f"{install}, or use a local path")
+
+
+def path(p: PathLike) -> epath.Path:
+  """`p` as an epath.Path (a URL keeps its scheme); RemoteBackendError if unreachable."""
+  check_backend(p)
+  return epath.Path(p)
+
+
+def exists(p: PathLike) -> bool:
+  return path(p).exists()
+
+
+def is_dir(p: PathLike) -> bool:
+  return path(p).is_dir()
+
+
+def makedirs(p: PathLike) -> None:
+  """mkdir -p (a no-op on an object store, where directories are name prefixes)."""
+  path(p).mkdir(parents=True, exist_ok=True)
+
+
+def listdir(p: PathLike) -> list[str]:
+  """Names in directory `p`, sorted; [] if it does not exist."""
+  d = path(p)
+  return sorted(c.name for c in d.iterdir()) if d.is_dir() else []
+
+
+def glob(p: PathLike, pattern: str) -> list[str]:
+  """Paths under `p` matching `pattern` (one level of `*`; no `**` on object stores)."""
+  d = path(p)
+  return sorted(str(c) for c in d.glob(pattern)) if d.is_dir() else []
+
+
+def walk(p: PathLike):
+  """os.walk over local or remote directories: (dir as epath.Path, dirnames, filenames),
+  top-down; prune by editing dirnames in place. (epath's own walk loses the URL scheme.)"""
+  top = path(p)
+  if not top.is_dir():
+    return
+  dirnames, filenames = [], []
+  for child in sorted(top.iterdir()):
+    (dirnames if child.is_dir() else filenames).append(child.name)
+  yield top, dirnames, filenames
+  for name in dirnames:
+    yield from walk(top / name)
+
+
+def read_bytes(p: PathLike) -> bytes:
+  return path(p).read_bytes()
+
+
+def read_text(p: PathLike) -> str:
+  return path(p).read_text()
+
+
+def remove(p: PathLike) -> None:
+  """Deletes a file (a missing one is fine)."""
+  path(p).unlink(missing_ok=True)
+
+
+def _tmp_name(p: PathLike) -> str:
+  return f"{os.fspath(p)}.tmp.{os.getpid()}"
+
+
+def write_bytes(p: PathLike, data: bytes) -> None:
+  """Writes the whole file so that readers never see half of it (see the module docstring)."""
+  target = path(p)
+  if is_remote(p):
+    target.write_bytes(data)  # one object put: atomic on GCS
+    return
+  tmp = _tmp_name(p)
   try:
-    with open(path) as f:
-      return json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, target)
+  except OSError:
+    try:
+      os.remove(tmp)  # a full disk must not also keep half a temp file
+    except OSError:
+      pass
+    raise
+
+
+def write_text(p: PathLike, text: str) -> None:
+  write_bytes(p, text.encode("utf-8"))
+
+
+def write_json_atomic(path: PathLike, obj: Any) -> None:
+  """Writes JSON so that readers never see half a file (write_bytes)."""
+  write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default).encode())
+
+
+def read_json(p: PathLike) -> dict[str, Any] | None:
+  """A JSON file's content; None if it is missing or not valid JSON."""
+  try:
+    return json.loads(read_bytes(p))
+  except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
     return None
 
 
-def read_config(run_dir: str) -> dict[str, Any] | None:
+def read_config(run_dir: PathLike) -> dict[str, Any] | None:
   """The run's config.json ({"config", "facts", "versions", "devices"}), or None."""
-  return read_json(os.path.join(run_dir, CONFIG_FILE))
+  return read_json(path(run_dir) / CONFIG_FILE)
 
 
-def read_status(run_dir: str) -> dict[str, Any]:
+def read_status(run_dir: PathLike) -> dict[str, Any]:
   """The run's status.json; a directory without one is 'missing'."""
-  status = read_json(os.path.join(run_dir, STATUS_FILE))
+  status = read_json(path(run_dir) / STATUS_FILE)
   return status if status else {"status": "missing"}
 
 
-def write_status(run_dir: str, status: str, **extra: Any) -> None:
+def write_status(run_dir: PathLike, status: str, **extra: Any) -> None:
   if status not in STATUSES:
     raise ValueError(f"status {status!r} is not one of {STATUSES}")
-  write_json_atomic(os.path.join(run_dir, STATUS_FILE), {"status": status, **extra})
+  write_json_atomic(path(run_dir) / STATUS_FILE, {"status": status, **extra})
 
 
 def describe_error(e: BaseException, limit: int | None = None) -> str:
@@ -77,7 +205,7 @@ def describe_error(e: BaseException, limit: int | None = None) -> str:
   return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
 
 
-def mark_failed(run_dir: str, error: BaseException | str, **extra: Any) -> bool:
+def mark_failed(run_dir: PathLike, error: BaseException | str, **extra: Any) -> bool:
   """Best-effort status 'failed' with the error; False (and a note on stderr) if even that
   cannot be written, e.g. on a full disk. Never raises: the caller re-raises the error."""
   message = error if isinstance(error, str) else describe_error(error)
@@ -87,10 +215,6 @@ def mark_failed(run_dir: str, error: BaseException | str, **extra: Any) -> bool:
   except OSError as e:
     print(f"WARNING: could not mark {run_dir} failed ({e}); its status.json is stale",
           file=sys.stderr)
-    try:
-      os.remove(os.path.join(run_dir, f"{STATUS_FILE}.tmp.{os.getpid()}"))
-    except OSError:
-      pass
     return False
 
 
@@ -144,18 +268,19 @@ def check_versions(run_dir: str, recorded: dict[str, Any] | None,
   return warnings
 
 
-def is_run_dir(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, CONFIG_FILE))
+def is_run_dir(p: PathLike) -> bool:
+  return (path(p) / CONFIG_FILE).is_file()
 
 
-def find_runs(root: str) -> list[str]:
+def find_runs(root: PathLike) -> list[str]:
   """Run directories at or below `root` (sorted), found by their config.json."""
   if is_run_dir(root):
-    return [root]
+    return [os.fspath(root)]
   runs = []
-  for dirpath, dirnames, _ in os.walk(root):
-    dirnames[:] = sorted(d for d in dirnames if d not in (CHECKPOINT_DIR, "events"))
-    if is_run_dir(dirpath):
-      runs.append(dirpath)
+  for dirpath, dirnames, filenames in walk(root):
+    if CONFIG_FILE in filenames:
+      runs.append(str(dirpath))
       dirnames[:] = []
+    else:
+      dirnames[:] = sorted(d for d in dirnames if d not in (CHECKPOINT_DIR, "events"))
   return sorted(runs)
