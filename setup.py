@@ -12,7 +12,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["scaling_jax", "scaling_jax.*"]),
+    # configs/ (top of the repo) ships as scaling_jax.configs: the demo and the presets
+    # work from an installed wheel as from a checkout.
+    packages=find_packages(include=["scaling_jax", "scaling_jax.*"]) + ["scaling_jax.configs"],
+    package_dir={"scaling_jax.configs": "configs"},
     package_data={"scaling_jax.scaling": ["reference/*.json", "reference/*.csv",
                                           "reference/*.md"]},
     install_requires=[
@@ -32,7 +35,10 @@ setup(
         "tensorboardX>=2.6.2",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scipy>=1.11"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scipy>=1.11",
+                 "gcsfs>=2024.2.0", "gcp-storage-emulator>=2024.8.3"],
+        # gs:// run directories (rundir goes through etils.epath, which needs gcsfs)
+        "gcs": ["gcsfs>=2024.2.0"],
         "bench": ["scipy>=1.11", "torch>=2.4"],
     },
     entry_points={"console_scripts": ["scaling-jax=scaling_jax.cli:main"]},

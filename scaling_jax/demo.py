@@ -38,10 +38,13 @@ import sys
 import time
 from typing import Any
 
+from scaling_jax import report as report_lib
 from scaling_jax import sweep as sweep_lib
 from scaling_jax.config import ConfigError
+from scaling_jax.scaling import bcrit as bcrit_lib
+from scaling_jax.scaling.laws import FitError
 
-CONFIG = os.path.join(sweep_lib.REPO_ROOT, "configs", "cpu_demo.py")
+CONFIG = os.path.join(sweep_lib.CONFIGS_DIR, "cpu_demo.py")
 
 # Each scale: model shapes (n_layer, d_model), d_ff = 4 d_model, and the training settings
 # every run shares (same data, tokenizer, batch, steps, schedule and seed).
@@ -138,15 +141,18 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples")
   parser.add_argument("--seed", type=int, default=0, help="seed of every run and the fits")
   parser.add_argument("--config", default=CONFIG, help="the model family's config file")
-  parser.add_argument("--s-min-b-crit", default="none", choices=("none", "gns", "kaplan"),
-                      help="B_crit for S_min = S/(1+B_crit/B) in the fit (see report.analyze)")
+  parser.add_argument("--b-crit", default="gns", metavar="{gns,kaplan,none,NUMBER}",
+                      help="B_crit(L) for S_min = S/(1+B_crit/B), C_min and the frontier: "
+                           "the law fitted to the runs' pooled GNS (default), Kaplan's, no "
+                           "adjustment, or a constant in tokens")
   args, rest = parser.parse_known_args(argv)
   t0 = time.monotonic()
   try:
+    bcrit_lib.parse_spec(args.b_crit)
     overrides = {"seed": args.seed, **parse_overrides(rest)}
     runs = demo_runs(args.scale, overrides, args.config)
     build_data(args.config, runs[0]["overrides"])
-  except ConfigError as e:
+  except (ConfigError, FitError) as e:
     print(f"scaling-jax demo: error: {e}", file=sys.stderr)
     return 2
   runs_dir = os.path.join(args.out, "runs")
@@ -163,30 +169,31 @@ def main(argv: list[str] | None = None) -> int:
   if code:
     print(f"[demo] some runs failed (see {runs_dir}/NAME/train.log); the report uses the "
           "others. Rerun the same command to retry them.", file=sys.stderr)
-  from scaling_jax import report as report_lib
-  from scaling_jax.scaling.laws import FitError
   bootstrap = args.bootstrap if args.bootstrap is not None else SCALES[args.scale]["bootstrap"]
   print("[demo] fitting (bootstrap intervals) and writing the report...", file=sys.stderr)
   t_fit = time.monotonic()
   try:
-    a = report_lib.report(runs_dir, os.path.join(args.out, "report"), bootstrap=bootstrap,
-                          seed=args.seed, b_crit=args.s_min_b_crit)
-  except (report_lib.ReportError, FitError) as e:
+    a, paths = report_lib.report(runs_dir, os.path.join(args.out, "report"), bootstrap=bootstrap,
+                                 seed=args.seed, b_crit=bcrit_lib.parse_spec(args.b_crit))
+  except FitError as e:
     print(f"scaling-jax demo: error: {e}", file=sys.stderr)
     return 2
+  d = a.to_dict()
   summary = {"scale": args.scale, "parallel": args.parallel, "runs": [r["name"] for r in runs],
              "train_wall_s": train_s,
              "run_wall_s": {k: r.wall_s for k, r in results.items()},
              "run_cpu_s": {k: r.cpu_s for k, r in results.items()},
              "run_steps_per_s": {r["name"]: r["steps"] / r["time_s"] if r["time_s"] else None
-                                 for r in a["runs"]}, "fit_report_wall_s": time.monotonic() - t_fit,
+                                 for r in d["runs"]},
+             "fit_report_wall_s": time.monotonic() - t_fit,
              "total_wall_s": time.monotonic() - t0, "sweep": text,
-             "alpha_N": a.get("alpha_N"), "heldout": {k: v for k, v in (a.get("heldout") or {})
-                                                        .items() if k != "fit"},
-             "B_crit": a.get("B_crit"), "report": a["_paths"]["html"]}
+             "L_N_Smin": d["L_N_Smin"], "B_crit": d["b_crit"],
+             "heldout": {k: {f: v for f, v in h.items() if f != "fit"}
+                         for k, h in d["heldout"].items()},
+             "report": paths["html"]}
   sweep_lib.rundir.write_json_atomic(os.path.join(args.out, "demo.json"), summary)
   print(f"[demo] done in {summary['total_wall_s'] / 60:.1f} min "
-        f"(training {train_s / 60:.1f} min); open {a['_paths']['html']}")
+        f"(training {train_s / 60:.1f} min); open {paths['html']}")
   return code
 
 

@@ -12,6 +12,10 @@ ones resume from their last checkpoint, failed ones are retried. A failed run ge
 status.json {"status": "failed", "error": ...} and the sweep goes on; the exit code is
 1 if any run failed, 75 if the sweep was interrupted (rerun to resume), else 0.
 
+OUT may be a gs:// URL (rundir): the runs write there directly, and each run's output is
+piped through the sweep into OUT/NAME/train.log (rewritten every LOG_SYNC_S seconds and
+when the run exits), since a child process cannot append to an object.
+
 launch/sweep_fanout.py shares this module's sweep-file loading (`load_sweep`).
 """
 
@@ -19,21 +23,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.resources
 import importlib.util
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
-from scaling_jax import rundir
+from scaling_jax import metrics, rundir
+from scaling_jax.config import ConfigError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The shipped configs (the repo's configs/, installed as the package scaling_jax.configs).
+CONFIGS_DIR = str(importlib.resources.files("scaling_jax.configs"))
+# Where the scaling_jax being run lives: put on the children's PYTHONPATH so they run it too.
+CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")
 LOG_FILE = "train.log"
+LOG_SYNC_S = 30.0  # a remote train.log is rewritten at most this often while its run trains
 SWEEP_FILE = "sweep.json"
 EX_TEMPFAIL = 75  # the trainer's exit code when preempted (resume by rerunning)
 
@@ -87,14 +97,25 @@ def load_sweep(path: str) -> list[dict[str, Any]]:
 
 
 def resolve_config(config: str, sweep_dir: str | None = None) -> str:
-  """An absolute config path: as given, else relative to the sweep file, else to the repo."""
+  """An absolute config path: as given, else relative to the sweep file, else a shipped
+  config (`configs/X.py` is the package's copy of the repo's configs/X.py)."""
+  shipped = os.path.join(CONFIGS_DIR, config.split("configs/", 1)[-1])
   candidates = [config] if os.path.isabs(config) else [
-      config, *([os.path.join(sweep_dir, config)] if sweep_dir else []),
-      os.path.join(REPO_ROOT, config)]
+      config, *([os.path.join(sweep_dir, config)] if sweep_dir else []), shipped]
   for c in candidates:
     if os.path.isfile(c):
       return os.path.abspath(c)
   raise SweepError(f"config file {config!r} not found (looked in {candidates})")
+
+
+def run_dir(out_dir: str, name: str) -> str:
+  """OUT/NAME, for a local directory or a URL."""
+  return str(rundir.path(out_dir) / name)
+
+
+def absolute(out_dir: str) -> str:
+  """An absolute local path (children may run elsewhere); a URL as it is."""
+  return out_dir if rundir.is_remote(out_dir) else os.path.abspath(out_dir)
 
 
 def train_command(run: Mapping[str, Any], out_dir: str,
@@ -103,7 +124,7 @@ def train_command(run: Mapping[str, Any], out_dir: str,
   overrides = dict(run["overrides"])
   overrides.setdefault("train.progress", False)  # the sweep shows overall progress instead
   return [python, "-m", "scaling_jax.cli", "train", "--config", run["config"],
-          "--workdir", os.path.join(out_dir, run["name"]),
+          "--workdir", run_dir(out_dir, run["name"]),
           *[format_override(k, v) for k, v in overrides.items()]]
 
 
@@ -111,7 +132,7 @@ def pending(runs: Sequence[Mapping[str, Any]], out_dir: str, rerun_finished: boo
   """(runs still to do, names skipped because their status.json says finished)."""
   todo, done = [], []
   for run in runs:
-    finished = rundir.read_status(os.path.join(out_dir, run["name"]))["status"] == "finished"
+    finished = rundir.read_status(run_dir(out_dir, run["name"]))["status"] == "finished"
     (done if finished and not rerun_finished else todo).append(run)
   return todo, [r["name"] for r in done]
 
@@ -136,25 +157,6 @@ def run_cost(run: Mapping[str, Any]) -> tuple[float, int]:
     return float("nan"), 0
 
 
-def last_step(run_dir: str) -> int:
-  """The step of the last complete line of RUN/metrics.jsonl (cheap: reads the tail)."""
-  path = os.path.join(run_dir, "metrics.jsonl")
-  try:
-    with open(path, "rb") as f:
-      f.seek(0, os.SEEK_END)
-      size = f.tell()
-      f.seek(max(0, size - 8192))
-      lines = f.read().split(b"\n")
-  except OSError:
-    return 0
-  for line in reversed(lines):
-    try:
-      return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-      continue
-  return 0
-
-
 def _fmt_s(s: float) -> str:
   if s != s or s == float("inf"):
     return "?"
@@ -172,7 +174,7 @@ class _Progress:
     mean = sum(known) / len(known) if known else 1.0
     self.cost = {k: (c if c == c else mean) for k, (c, _) in costs.items()}
     self.steps = {k: s for k, (_, s) in costs.items()}
-    self.start_step = {k: last_step(os.path.join(out_dir, k)) for k in costs}
+    self.start_step = {k: metrics.last_step(run_dir(out_dir, k)) for k in costs}
     self.total = sum(self.cost.values())
     self.done: set[str] = set()
     self.t0 = time.monotonic()
@@ -184,7 +186,7 @@ class _Progress:
     for k in running:
       s, s0 = self.steps[k], self.start_step[k]
       if s > s0:
-        f += self.cost[k] * min(1.0, max(0, last_step(os.path.join(self.out_dir, k)) - s0)
+        f += self.cost[k] * min(1.0, max(0, metrics.last_step(run_dir(self.out_dir, k)) - s0)
                                 / (s - s0))
     return f / self.total if self.total else 1.0
 
@@ -198,7 +200,7 @@ class _Progress:
       parts.insert(1, f"{n_failed} failed")
     if running:
       parts.append("running " + ", ".join(
-          f"{k} ({last_step(os.path.join(self.out_dir, k))}/{self.steps[k] or '?'})"
+          f"{k} ({metrics.last_step(run_dir(self.out_dir, k))}/{self.steps[k] or '?'})"
           for k in running))
     return ", ".join(parts)
 
@@ -233,12 +235,66 @@ class RunResult:
   cpu_s: float | None = None  # user + system CPU seconds of the training process
 
 
+class TrainLog:
+  """OUT/NAME/train.log, appended to by a run's process.
+
+  Locally the child writes into the file itself. In a remote directory (an object cannot be
+  appended to) the child's output comes through a pipe; a thread keeps the log's text and
+  rewrites the object every LOG_SYNC_S seconds and at `close`.
+  """
+
+  def __init__(self, path: str):
+    self.path, self.remote = path, rundir.is_remote(path)
+    self._thread: threading.Thread | None = None
+    if self.remote:
+      try:
+        self._text = rundir.read_bytes(path).decode("utf-8", errors="replace")
+      except FileNotFoundError:
+        self._text = ""
+      self.stdout = subprocess.PIPE
+    else:
+      self._file = open(path, "a")
+      self.stdout = self._file
+
+  def write(self, text: str) -> None:
+    if self.remote:
+      self._text += text
+      rundir.write_text(self.path, self._text)
+    else:
+      self._file.write(text)
+      self._file.flush()
+
+  def follow(self, proc: subprocess.Popen) -> None:
+    """Copies a remote run's piped output into the log until the process closes it."""
+    if not self.remote:
+      return
+
+    def pump():
+      synced = time.monotonic()
+      for line in iter(proc.stdout.readline, b""):
+        self._text += line.decode("utf-8", errors="replace")
+        if time.monotonic() - synced >= LOG_SYNC_S:
+          rundir.write_text(self.path, self._text)
+          synced = time.monotonic()
+
+    self._thread = threading.Thread(target=pump, daemon=True)
+    self._thread.start()
+
+  def close(self) -> None:
+    if self.remote:
+      if self._thread is not None:
+        self._thread.join()
+      rundir.write_text(self.path, self._text)
+    else:
+      self._file.close()
+
+
 def _log_tail(path: str, n: int = 8) -> str:
   try:
-    with open(path, errors="replace") as f:
-      lines = [l.rstrip() for l in f.read().splitlines()[-200:] if l.strip()]
+    text = rundir.read_bytes(path).decode("utf-8", errors="replace")
   except OSError:
     return ""
+  lines = [l.rstrip() for l in text.splitlines()[-200:] if l.strip()]
   errors = [l for l in lines if "error" in l.lower() or "diverged" in l.lower()]
   return "\n".join((errors or lines)[-n:])
 
@@ -257,9 +313,9 @@ def _poll(proc: subprocess.Popen) -> tuple[int | None, float | None]:
   return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-def _finish(run_dir: str, name: str, rc: int, wall_s: float, log: str) -> RunResult:
+def _finish(run_path: str, name: str, rc: int, wall_s: float, log: str) -> RunResult:
   """Reads back the run's status after its process exited; marks it failed if it must be."""
-  status = rundir.read_status(run_dir)
+  status = rundir.read_status(run_path)
   if rc == 0 and status["status"] == "finished":
     return RunResult(name, "finished", rc, wall_s)
   if rc == EX_TEMPFAIL or (rc < 0 and status["status"] == "preempted"):
@@ -269,7 +325,7 @@ def _finish(run_dir: str, name: str, rc: int, wall_s: float, log: str) -> RunRes
   if rc == 0:
     error = f"exited 0 but status.json says {status['status']!r}; {error}"
   extra = {k: v for k, v in status.items() if k not in ("status", "error")}
-  rundir.write_status(run_dir, "failed", **{**extra, "error": error, "returncode": rc,
+  rundir.write_status(run_path, "failed", **{**extra, "error": error, "returncode": rc,
                                             "log": LOG_FILE})
   return RunResult(name, "failed", rc, wall_s, error)
 
@@ -288,9 +344,9 @@ def run_sweep(runs: Sequence[Mapping[str, Any]], out_dir: str, *, parallel: int 
   if parallel < 1:
     raise SweepError(f"--parallel {parallel} must be >= 1")
   runs = [dict(r, config=resolve_config(r["config"], sweep_dir)) for r in normalize_runs(runs)]
-  out_dir = os.path.abspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  rundir.write_json_atomic(os.path.join(out_dir, SWEEP_FILE), {"runs": runs})
+  out_dir = absolute(out_dir)
+  rundir.makedirs(out_dir)
+  rundir.write_json_atomic(rundir.path(out_dir) / SWEEP_FILE, {"runs": runs})
   todo, done = pending(runs, out_dir, rerun_finished)
   results = {n: RunResult(n, "skipped") for n in done}
   if done and stream is not None:
@@ -300,8 +356,10 @@ def run_sweep(runs: Sequence[Mapping[str, Any]], out_dir: str, *, parallel: int 
   progress = _Progress(todo, out_dir, stream, progress_every_s)
   child_env = dict(os.environ if env is None else env)
   child_env.setdefault("PYTHONUNBUFFERED", "1")
+  child_env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (CODE_ROOT, child_env.get("PYTHONPATH", "")) if p)
   queue = list(todo)
-  active: dict[str, tuple[subprocess.Popen, float, Any, str]] = {}
+  active: dict[str, tuple[subprocess.Popen, float, TrainLog]] = {}
   stop = {"signal": None}
 
   def on_signal(signum, frame):
@@ -321,29 +379,26 @@ def run_sweep(runs: Sequence[Mapping[str, Any]], out_dir: str, *, parallel: int 
     while queue or active:
       while queue and len(active) < parallel and stop["signal"] is None:
         run = queue.pop(0)
-        run_dir = os.path.join(out_dir, run["name"])
-        os.makedirs(run_dir, exist_ok=True)
-        log_path = os.path.join(run_dir, LOG_FILE)
-        log = open(log_path, "a")
+        rundir.makedirs(run_dir(out_dir, run["name"]))
+        log = TrainLog(str(rundir.path(run_dir(out_dir, run["name"])) / LOG_FILE))
         cmd = command(run, out_dir)
         log.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env,
-                                cwd=REPO_ROOT if os.path.isdir(REPO_ROOT) else None)
-        active[run["name"]] = (proc, time.monotonic(), log, log_path)
+        proc = subprocess.Popen(cmd, stdout=log.stdout, stderr=subprocess.STDOUT, env=child_env)
+        log.follow(proc)
+        active[run["name"]] = (proc, time.monotonic(), log)
         progress.show(list(active), n_failed, message=f"[sweep] started {run['name']}")
       if not queue and not active:
         break
       if stop["signal"] is not None and not active:
         break
       time.sleep(0.2)
-      for name, (proc, t0, log, log_path) in list(active.items()):
+      for name, (proc, t0, log) in list(active.items()):
         rc, cpu_s = _poll(proc)
         if rc is None:
           continue
         log.close()
         del active[name]
-        res = _finish(os.path.join(out_dir, name), name, rc, time.monotonic() - t0, log_path)
+        res = _finish(run_dir(out_dir, name), name, rc, time.monotonic() - t0, log.path)
         res.cpu_s = cpu_s
         results[name] = res
         if res.status == "failed":
@@ -401,16 +456,16 @@ def main(argv: list[str] | None = None) -> int:
     runs = [dict(r, overrides={**r["overrides"], **extra}) for r in runs]
     sweep_dir = os.path.dirname(os.path.abspath(args.sweep))
     if args.dry_run:
-      todo, done = pending(runs, os.path.abspath(args.out), args.rerun_finished)
+      todo, done = pending(runs, absolute(args.out), args.rerun_finished)
       for r in todo:
         r = dict(r, config=resolve_config(r["config"], sweep_dir))
-        print(" ".join(train_command(r, os.path.abspath(args.out))))
+        print(" ".join(train_command(r, absolute(args.out))))
       print(f"# {len(todo)} to run, {len(done)} finished")
       return 0
     t0 = time.monotonic()
     results = run_sweep(runs, args.out, parallel=args.parallel,
                         rerun_finished=args.rerun_finished, sweep_dir=sweep_dir)
-  except SweepError as e:
+  except (SweepError, ConfigError) as e:  # ConfigError: a gs:// OUT without its backend
     print(f"scaling-jax sweep: error: {e}", file=sys.stderr)
     return 2
   text, code = summarize(results)

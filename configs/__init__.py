@@ -1,0 +1,1 @@
+"""The configs (`get_config()` files); installed as the package `scaling_jax.configs`."""
