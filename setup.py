@@ -40,6 +40,9 @@ setup(
         # gs:// run directories (rundir goes through etils.epath, which needs gcsfs)
         "gcs": ["gcsfs>=2024.2.0"],
         "bench": ["scipy>=1.11", "torch>=2.4"],
+        # The TPU compiler, for `scaling-jax compile` on any machine (libtpu, ~700 MB): the
+        # jax extra picks the libtpu that matches jax, at the jax version already chosen.
+        "tpu": ["jax[tpu]>=0.10.2"],
     },
     entry_points={"console_scripts": ["scaling-jax=scaling_jax.cli:main"]},
 )

@@ -16,6 +16,7 @@ COMMANDS = {
     "report": ("scaling_jax.report", "write an HTML/PNG report of a study directory"),
     "demo": ("scaling_jax.demo", "the miniature end-to-end scaling study"),
     "data": ("scaling_jax.data.cli", "build a dataset and its tokenizer ahead of training"),
+    "compile": ("scaling_jax.compile_cli", "compile the train step for a TPU slice: memory, FLOPs"),
 }
 
 
