@@ -83,9 +83,11 @@ def tpu_startup_script(command: list[str], workdir: str, code_uri: str,
                        results_uri: str | None) -> str:
   """Runs on every worker at boot: fetch code, install, train, worker 0 syncs results.
 
-  results_uri None: the workdir is already on GCS (nothing to sync).
+  results_uri None: the workdir is already on GCS (nothing to sync; the package is installed
+  with its `gcs` extra, which gs:// run directories need).
   """
   q = shlex.quote
+  package = "'.[gcs]'" if results_uri is None else "."
   if results_uri is None:
     sync = ["sync_results() { true; }"]
   else:
@@ -99,7 +101,7 @@ def tpu_startup_script(command: list[str], workdir: str, code_uri: str,
       "computeMetadata/v1/instance/attributes/agent-worker-number || echo 0)",
       "mkdir -p /opt/scaling-jax && cd /opt/scaling-jax",
       f"gcloud storage cp {q(code_uri)} code.tar.gz && tar xzf code.tar.gz",
-      "python3 -m pip install -U 'jax[tpu]' && python3 -m pip install -e .",
+      f"python3 -m pip install -U 'jax[tpu]' && python3 -m pip install -e {package}",
       "export PATH=$HOME/.local/bin:/usr/local/bin:$PATH SCALING_JAX_DIST=tpu",
       *sync,
       f"{common.shell_line(command)} 2>&1 | tee -a /opt/train.log",
@@ -117,7 +119,7 @@ def tpu_queued(runs, *, project: str, zone: str, accelerator_type: str, runtime_
   By default each run trains into /opt/runs/NAME on the workers and worker 0 syncs it to
   BUCKET/runs/NAME every 10 min and at the end (enough for the fitter; checkpoints of a
   multi-host slice need shared storage, so resuming after preemption needs gcs_workdir).
-  gcs_workdir=True trains straight into BUCKET/runs/NAME (the trainer must accept gs://).
+  gcs_workdir=True trains straight into BUCKET/runs/NAME (--workdir gs://...; rundir).
   """
   bucket = bucket.rstrip("/")
   code_uri = f"{bucket}/code/scaling-jax.tar.gz"
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
   s.add_argument("--prefix", default="sj", help="tpu: queued-resource name prefix")
   s.add_argument("--spot", action="store_true")
   s.add_argument("--gcs-workdir", action="store_true",
-                 help="tpu: train straight into BUCKET/runs/NAME (trainer must accept gs://)")
+                 help="tpu: train straight into BUCKET/runs/NAME (--workdir gs://..., needs '.[gcs]')")
   c = sub.add_parser("collect", help="gather finished run dirs for the fitter")
   c.add_argument("sources", nargs="+")
   c.add_argument("--dest", default=None)

@@ -10,14 +10,15 @@ What a checkpoint directory guarantees (docs/RELIABILITY.md):
   from scratch when all of them are bad (CheckpointError says what to do).
 - A failed save (disk full, unwritable directory) raises CheckpointError after removing
   its partial files; the earlier steps are untouched.
+The directory may be a gs:// URL: Orbax writes it through tensorstore's GCS driver and
+epath; the clean-up and set-aside here go through `rundir`'s epath primitives (a move on
+GCS is a copy + delete, which is fine for a step being set aside).
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import shutil
 import sys
 from typing import Any
 
@@ -46,7 +47,8 @@ def _is_primary() -> bool:
 
 class Checkpointer:
   def __init__(self, directory: str, train_cfg):
-    self.directory = os.path.abspath(directory)
+    self.directory = os.fspath(directory) if rundir.is_remote(directory) else os.path.abspath(
+        directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(train_cfg.keep_checkpoints),
         enable_async_checkpointing=bool(train_cfg.async_checkpointing),
@@ -90,11 +92,14 @@ class Checkpointer:
     """Deletes the temporary directories Orbax left for `step` (None: for any step)."""
     if not _is_primary():
       return
-    for path in glob.glob(os.path.join(glob.escape(self.directory), f"*{TMP_SUFFIX}*")):
+    for path in rundir.glob(self.directory, f"*{TMP_SUFFIX}*"):
       name = os.path.basename(path).split(TMP_SUFFIX)[0]
-      if os.path.isdir(path) and (name == str(step) if step is not None else name.isdigit()):
+      if rundir.is_dir(path) and (name == str(step) if step is not None else name.isdigit()):
         log.warning("removing the half-written checkpoint %s", path)
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+          rundir.path(path).rmtree()
+        except OSError:
+          pass
 
   def restore_latest(self, abstract_state):
     """(state, extra) of the newest readable step, or None when there is no step at all.
@@ -129,21 +134,22 @@ class Checkpointer:
     return None
 
   def _unreadable_dir(self) -> str:
-    return os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR)
+    return str(rundir.path(self.directory).parent / UNREADABLE_DIR)
 
   def _set_aside(self, steps: list[int]) -> None:
     """Moves unreadable step directories out of Orbax's sight, keeping them for autopsy."""
     if _is_primary():
-      os.makedirs(self._unreadable_dir(), exist_ok=True)
+      aside = rundir.path(self._unreadable_dir())
+      aside.mkdir(parents=True, exist_ok=True)
       for step in steps:
-        src = os.path.join(self.directory, str(step))
-        dst = os.path.join(self._unreadable_dir(), str(step))
+        src = rundir.path(self.directory) / str(step)
+        dst = aside / str(step)
         n = 1
-        while os.path.exists(dst):
-          dst = os.path.join(self._unreadable_dir(), f"{step}.{n}")
+        while dst.exists():
+          dst = aside / f"{step}.{n}"
           n += 1
-        if os.path.isdir(src):
-          os.replace(src, dst)
+        if src.is_dir():
+          src.rename(dst)
     self._sync("set_aside_unreadable")
     self.manager.reload()
 

@@ -8,6 +8,8 @@ found up front and raises PreflightError (a ConfigError: the CLI prints one line
 - the free space holds the checkpoints the run keeps (estimated from the parameter count,
   dtype and optimizer) plus its metrics;
 - an existing run there was written by this scaling_jax version (rundir.check_versions).
+A remote workdir (gs://) is refused in one line unless its backend (gcsfs) is installed,
+and must accept a probe object; an object store has no free-space figure to check.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def checkpoint_bytes(config) -> int:
   return int(n * per_param * factor) + CHECKPOINT_OVERHEAD_BYTES
 
 
-def _dir_bytes(path: str) -> int:
+def _dir_bytes(path: str) -> int:  # local only: check_disk skips object stores
   total = 0
   for dirpath, _, filenames in os.walk(path):
     for name in filenames:
@@ -67,8 +69,24 @@ def _fmt(n: float) -> str:
   return f"{n:.1f} TB"
 
 
+def check_remote(workdir: str) -> None:
+  """A remote workdir: its backend is installed and a probe object can be written."""
+  rundir.check_backend(workdir)  # RemoteBackendError (a ConfigError): what to install
+  probe = rundir.path(workdir) / f".preflight.{os.getpid()}"
+  try:
+    rundir.write_bytes(probe, b"x")
+    rundir.remove(probe)
+  except Exception as e:  # noqa: BLE001 -- auth, missing bucket, network: one line each
+    raise PreflightError(f"cannot write to --workdir {workdir} ({rundir.describe_error(e, 200)}); "
+                         "check the bucket name and the credentials (gcloud auth "
+                         "application-default login)") from None
+
+
 def check_writable(workdir: str) -> None:
   """Creates `workdir` if needed and proves it can be written; PreflightError if not."""
+  if rundir.is_remote(workdir):
+    check_remote(workdir)
+    return
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise PreflightError(f"--workdir {workdir} exists and is not a directory; choose "
                          "another --workdir")
@@ -96,6 +114,8 @@ def check_writable(workdir: str) -> None:
 def check_disk(config, workdir: str) -> Report:
   """PreflightError when the free space cannot hold what the run will still write."""
   one = checkpoint_bytes(config)
+  if rundir.is_remote(workdir):  # a bucket has no free-space figure
+    return Report(checkpoint_bytes=one, needed_bytes=0, free_bytes=-1)
   keep = max(int(config.train.keep_checkpoints), 1)
   ckpt_dir = os.path.join(workdir, rundir.CHECKPOINT_DIR)
   already = _dir_bytes(ckpt_dir) if os.path.isdir(ckpt_dir) else 0

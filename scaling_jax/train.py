@@ -270,7 +270,7 @@ def prepare_workdir(config, workdir: str, facts: dict, is_main: bool) -> None:
           f"workdir {workdir} holds a run with a different config ({'; '.join(diff[:3])}); "
           "use a new --workdir, or delete that run to start over")
   if is_main:
-    os.makedirs(workdir, exist_ok=True)
+    rundir.makedirs(workdir)  # local or gs:// (rundir)
     rundir.write_json_atomic(os.path.join(workdir, rundir.CONFIG_FILE), {
         "config": resolved, "facts": facts, "versions": _versions(), "devices": _devices()})
 

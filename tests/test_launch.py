@@ -242,6 +242,8 @@ def test_sweep_tpu_queued_resources_dry_run(sweep_file, tmp_path, capsys):
   (text,) = files.values()
   assert "scaling-jax train --config c.py --workdir gs://b/runs/a 2>&1" in text
   assert "rsync" not in text
+  assert "python3 -m pip install -e '.[gcs]'" in text  # gcsfs: what rundir needs for gs://
+  assert any(l.endswith("python3 -m pip install -e .") for l in script)
 
 
 def test_sweep_local_runs_sequentially(tmp_path, capsys):

@@ -88,7 +88,7 @@ def test_interrupted_sweep_resumes_from_checkpoint(tmp_path):
   cmd = [sys.executable, "-m", "scaling_jax.cli", "sweep", sweep_file, "--out", str(out)]
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   deadline = time.monotonic() + 240
-  while sweep.last_step(str(out / "long")) < 8:
+  while metrics_lib.last_step(str(out / "long")) < 8:
     assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()[-2000:]
     time.sleep(0.1)
   proc.send_signal(signal.SIGTERM)  # as a scheduler would: forwarded to the training

@@ -44,7 +44,13 @@ class Prepared:
 
 
 def data_root(config) -> pathlib.Path:
+  """The local data cache; a URL is refused (never turned into a local folder `gs:/...`):
+  the token arrays are memory-mapped and TFDS builds under a file lock."""
   d = config.data.data_dir or os.environ.get("SCALING_JAX_DATA") or "~/.cache/scaling_jax"
+  if "://" in d:
+    raise DataError(f"data directory {d} is remote, but the token cache is memory-mapped and "
+                    "must be local; copy the prepared cache to local disk (gcloud storage cp "
+                    "-r) and set config.data.data_dir (or $SCALING_JAX_DATA) to it")
   return pathlib.Path(os.path.expanduser(d)).resolve()
 
 
@@ -96,6 +102,9 @@ def prepare(config) -> Prepared:
 
 
 def _prepare_array(config) -> Prepared:
+  if "://" in (config.data.array_path or ""):
+    raise DataError(f"config.data.array_path={config.data.array_path} is remote, but token "
+                    "arrays are memory-mapped; copy it to local disk and point array_path there")
   path = pathlib.Path(os.path.expanduser(config.data.array_path or ""))
   if not config.data.array_path or not path.is_file():
     raise DataError(f"config.data.array_path={config.data.array_path!r} is not a file; point it "
