@@ -6,9 +6,9 @@ Times jitted forward + backward passes of one model (batch 32 x 128, vocab 4096,
 variants that switch one default off at a time: the fused chunked loss
 (`model.loss_chunk_tokens`), the einsum attention (`model.attention`), passes of at most
 1024 tokens (`train.max_pass_tokens`), and the head altogether; and with other pass and
-loss-chunk sizes than the defaults. Interleaved so that machine
-noise hits all alike; median of `--reps`. Prints a table and writes the "Step profile (CPU)"
-section of BENCHMARKS.md.
+loss-chunk sizes than the defaults. The passes are summed by the train step's own
+`train.summed_value_and_grad`. Interleaved so that machine noise hits all alike; median of
+`--reps`. Prints a table and writes the "Step profile (CPU)" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -46,17 +46,9 @@ def pieces(n_layer: int, d_model: int, batch: int = 32, n_ctx: int = 128, vocab:
   params = params["params"]
 
   def grad(cfg, passes: int, loss=None):
-    loss = loss or train.make_loss_fn(model_lib.build(cfg))
-
-    def f(p, t):
-      if passes == 1:
-        return jax.grad(loss)(p, t)
-
-      def body(acc, piece):
-        return jax.tree.map(jnp.add, acc, jax.grad(loss)(p, piece)), None
-      return jax.lax.scan(body, jax.tree.map(jnp.zeros_like, p),
-                          train.interleave(t, passes))[0]
-    return jax.jit(f)
+    grad_fn = jax.value_and_grad(loss or train.make_loss_fn(model_lib.build(cfg)))
+    return jax.jit(lambda p, t: train.summed_value_and_grad(
+        grad_fn, p, train.interleave(t, passes))[1])
 
   def passes_for(cap: int) -> int:  # what the train step does for a cap of `cap` tokens
     c = config_lib.default_config()

@@ -8,8 +8,9 @@
   the parameters), so N counts the shared block once while the FLOPs count every application.
 
 Both take tokens [B, T] and return float32 logits [B, T, V], the mean loss given
-`targets_BT`, or the final hidden states with `return_hidden`, like `model.Transformer`, and every parameter carries logical axis names,
-so the trainer's sharded init, the optimizer and the checkpoints work unchanged.
+`targets_BT`, or the final hidden states with `return_hidden`, like `model.Transformer`,
+and every parameter carries logical axis names, so the trainer's sharded init, the
+optimizer and the checkpoints work unchanged.
 """
 
 from __future__ import annotations
