@@ -1,0 +1,245 @@
+"""gs:// run and sweep directories end to end, against a local GCS emulator (started and
+stopped here): train, preempt (SIGTERM), resume, sweep and fit write only to the bucket;
+without a backend a gs:// workdir is refused in one line, never made a local `gs:` folder.
+
+The emulator (gcp-storage-emulator) serves gcsfs (our files, through etils.epath) and
+tensorstore (Orbax's checkpoints): STORAGE_EMULATOR_HOST and TENSORSTORE_GCS_HTTP_URL point
+them at it, GOOGLE_AUTH_TOKEN_FOR_TESTING skips tensorstore's credential lookup, and
+GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false skips gcsfs's gRPC bucket-type probe (which an
+emulator does not answer: ~60 s of retries per bucket otherwise). The emulator omits the
+`x-goog-generation` header of a download, which real GCS sends and tensorstore needs for
+its conditional writes (OCDBT manifests): EMULATOR adds it.
+"""
+
+import importlib.util
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+BUCKET = "scaling-jax-test"
+EMULATOR_ENV = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
+                "GOOGLE_AUTH_TOKEN_FOR_TESTING", "TENSORSTORE_GCS_HTTP_VERSION")
+
+# Read when gcsfs is imported: set before anything imports it.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+for _module in ("gcp_storage_emulator", "gcsfs"):
+  if importlib.util.find_spec(_module) is None:
+    pytest.skip(f"{_module} is not installed (pip install -e '.[test]')", allow_module_level=True)
+
+
+EMULATOR = """
+import sys
+from gcp_storage_emulator import server
+from gcp_storage_emulator.handlers import objects
+
+def with_generation(handler):
+  def handle(request, response, storage, *args, **kwargs):
+    try:
+      obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+      response["x-goog-generation"] = obj["generation"]
+    except Exception:
+      pass  # no such object: the handler answers 404
+    return handler(request, response, storage, *args, **kwargs)
+  return handle
+
+for _, handlers in server.HANDLERS:  # the object GETs: JSON API and media downloads
+  for method, handler in list(handlers.items()):
+    if method == "GET" and handler in (objects.download, objects.get):
+      handlers[method] = with_generation(handler)
+host, port, bucket = sys.argv[1:]
+server.create_server(host, int(port), in_memory=True, default_bucket=bucket).run()
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+  """A running emulator with one bucket; this process and its children talk to it."""
+  port = _free_port()
+  url = f"http://127.0.0.1:{port}"
+  log = open(tmp_path_factory.mktemp("emulator") / "emulator.log", "wb")
+  proc = subprocess.Popen(
+      [sys.executable, "-c", EMULATOR, "127.0.0.1", str(port), BUCKET], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path_factory.mktemp("emulator_cwd"))
+  deadline = time.monotonic() + 60
+  while True:
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=1).close()
+      break
+    except OSError:
+      assert proc.poll() is None and time.monotonic() < deadline, "the emulator did not start"
+      time.sleep(0.2)
+  saved = {k: os.environ.get(k) for k in EMULATOR_ENV}
+  os.environ.update(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
+                    GOOGLE_AUTH_TOKEN_FOR_TESTING="emulator", TENSORSTORE_GCS_HTTP_VERSION="1")
+  yield f"gs://{BUCKET}"
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+  proc.terminate()
+  proc.wait(timeout=30)
+  log.close()
+
+
+@pytest.fixture
+def clean(tmp_path, monkeypatch):
+  """An empty cwd and HOME: nothing of a run may land there."""
+  home = tmp_path / "clean" / "home"
+  home.mkdir(parents=True)
+  monkeypatch.chdir(home.parent)
+  monkeypatch.setenv("HOME", str(home))
+  return home.parent
+
+
+RUN_FILES = {"config.json", "metrics.jsonl", "status.json", "train.log", "sweep.json"}
+
+
+def local_run_files(root: pathlib.Path) -> list[str]:
+  """Run files (or a `gs:` folder) under a local directory."""
+  return [str(p) for p in root.rglob("*")
+          if p.name in RUN_FILES or p.name.startswith("gs:") or "checkpoints" in p.parts
+          or p.name.startswith("events.out")]
+
+
+# --- primitives ---------------------------------------------------------------------------
+
+def test_rundir_and_metrics_on_a_bucket(gcs, clean, monkeypatch):
+  from scaling_jax import metrics, rundir
+  run = f"{gcs}/prims/a/run1"
+  rundir.write_json_atomic(f"{run}/config.json", {"config": {"x": 1}})
+  rundir.write_status(run, "running", step=3)
+  assert rundir.read_config(run) == {"config": {"x": 1}}
+  assert rundir.read_status(run) == {"status": "running", "step": 3}
+  assert rundir.read_status(f"{gcs}/prims/none")["status"] == "missing"
+  assert rundir.find_runs(f"{gcs}/prims") == [run]
+  assert rundir.listdir(f"{gcs}/prims/a") == ["run1"]
+
+  # Metrics: segments of SEGMENT_RECORDS lines, merged on read, consolidated on resume.
+  monkeypatch.setattr(metrics, "SEGMENT_RECORDS", 4)
+  w = metrics.MetricsWriter(run, tensorboard=True)
+  for step in range(1, 11):
+    w.write({"step": step, "loss": 10.0 - step})
+  w.close()
+  assert len(metrics.segment_paths(run)) == 3  # 4 + 4 + 2 records
+  assert [r["step"] for r in metrics.read_metrics(run)] == list(range(1, 11))
+  assert metrics.last_step(run) == 10
+  assert rundir.glob(f"{run}/events", "events.out.tfevents.*")  # TensorBoard reached the bucket
+  w = metrics.MetricsWriter(run, tensorboard=False)
+  w.truncate_after(6)  # a resume from step 6
+  assert metrics.segment_paths(run) == []
+  assert [r["step"] for r in metrics.read_metrics(f"{run}/metrics.jsonl")] == list(range(1, 7))
+  w.write({"step": 7, "loss": -1.0})
+  assert [r["loss"] for r in metrics.read_metrics(run)][-2:] == [4.0, -1.0]
+  assert local_run_files(clean) == []
+
+
+# --- a gs:// workdir without its backend is refused, never made local ----------------------
+
+def test_remote_workdir_without_backend_is_refused(clean, monkeypatch, capsys, repo_root):
+  from scaling_jax import cli, rundir
+  monkeypatch.setitem(rundir.REMOTE_BACKENDS, "gs", ("no_such_gcs_backend", "pip install X"))
+  argv = ["train", "--config", str(repo_root / "configs/tiny.py"), "--workdir", "gs://b/x"]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "no_such_gcs_backend" in err and "pip install" in err
+  assert cli.main(argv[:-1] + ["hdfs://b/x"]) == 2
+  assert "not supported" in capsys.readouterr().err
+  sweep_file = clean / "home" / "grid.py"
+  sweep_file.write_text("def get_sweep():\n  return [('a', 'configs/tiny.py', {})]\n")
+  assert cli.main(["sweep", str(sweep_file), "--out", "gs://b/sweep"]) == 2
+  assert "no_such_gcs_backend" in capsys.readouterr().err
+  assert sorted(p.name for p in clean.rglob("*")) == ["grid.py", "home"]
+
+
+def test_remote_data_directory_is_refused():
+  from scaling_jax.config import default_config
+  from scaling_jax.data import DataError, sources
+  c = default_config()
+  c.data.data_dir = "gs://b/data"
+  with pytest.raises(DataError, match="must be local"):
+    sources.data_root(c)
+
+
+# --- train, preempt, resume, sweep and fit on gs:// ----------------------------------------
+
+def _sweep_file(path, array):
+  common = {"data.name": "array", "data.array_path": str(array), "model.vocab_size": 128,
+            "model.n_ctx": 32, "model.d_ff": 64, "model.n_heads": 2, "train.batch_size": 16,
+            "train.num_steps": 24, "train.log_every": 2, "train.eval_every": 12,
+            "train.ckpt_every": 4, "optim.warmup_steps": 2, "data.eval_batches": 1}
+  runs = [(f"d{d}", "configs/tiny.py", {**common, "model.d_model": d}) for d in (16, 24, 32)]
+  path.write_text(textwrap.dedent(f"""
+      def get_sweep():
+        return {runs!r}
+      """))
+  return str(path)
+
+
+@pytest.mark.slow
+def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, capsys):
+  from scaling_jax import metrics, rundir, sweep
+  from tests.helpers import write_token_array
+  data = tmp_path_factory.mktemp("data")
+  array = write_token_array(data)
+  sweep_file = _sweep_file(data / "grid.py", array)
+  out = f"{gcs}/study/sweep"
+  first = f"{out}/d16"
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  proc = subprocess.Popen([sys.executable, "-m", "scaling_jax.cli", "sweep", sweep_file,
+                           "--out", out], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+  deadline = time.monotonic() + 240
+  while metrics.last_step(first) < 8:
+    assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()[-3000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)  # a preemption: forwarded to the training, which saves
+  text = proc.communicate(timeout=180)[0].decode()
+  assert proc.returncode == sweep.EX_TEMPFAIL, text[-3000:]
+  status = rundir.read_status(first)
+  assert status["status"] == "preempted", (status, text[-2000:])
+  stopped = status["step"]
+  assert 8 <= stopped < 24
+  assert str(stopped) in rundir.listdir(f"{first}/checkpoints")  # Orbax wrote to the bucket
+  kept = [r for r in metrics.read_metrics(first) if r["step"] <= stopped]
+
+  res = sweep.run_sweep(sweep.load_sweep(sweep_file), out, stream=None,
+                        sweep_dir=str(data))  # resume: the first run from its checkpoint
+  assert {k: r.status for k, r in res.items()} == {n: "finished" for n in ("d16", "d24", "d32")}
+  assert rundir.find_runs(out) == [f"{out}/{n}" for n in ("d16", "d24", "d32")]
+  recs = metrics.read_metrics(first)
+  assert [r["step"] for r in recs] == list(range(2, 25, 2))
+  assert [r for r in recs if r["step"] <= stopped] == kept  # not redone after the resume
+  assert recs[-1]["loss"] < recs[0]["loss"]
+  log = rundir.read_text(f"{first}/train.log")
+  assert log.count("\n### ") == 2 and "run finished" in log  # both attempts' output
+  assert rundir.glob(f"{first}/events", "events.out.tfevents.*")
+  assert rundir.read_json(f"{out}/sweep.json")["runs"][0]["name"] == "d16"
+
+  assert local_run_files(clean) == []
+
+  from scaling_jax.scaling import cli as fit_cli
+  fit_out = f"{gcs}/study/fit"
+  rc = fit_cli.main([out, "--out", fit_out, "--law", "L_N", "--bootstrap", "0",
+                     "--b-crit", "none", "--no-plots"])
+  if rc == 2 and "neither a table file nor a directory" in capsys.readouterr().err:
+    # Until the analysis layer reads through rundir: scaling/study.py study_table
+    # (os.path.isfile/isdir of the source), scaling/cli.py (os.path.isdir, os.makedirs(out),
+    # os.path.abspath(source), plot paths).
+    pytest.xfail("scaling-jax fit does not read gs:// yet (scaling/study.py, scaling/cli.py)")
+  assert rc == 0
+  fit = rundir.read_json(f"{fit_out}/fit_report.json")
+  assert fit and fit["n_points"] > 0
+  assert local_run_files(clean) == []
