@@ -234,9 +234,9 @@ def _oom_bytes(message: str) -> str:
   return message.strip().splitlines()[0] if message.strip() else "out of memory"
 
 
-def compile_train_step(config, mesh):
-  """(compiled step, abstract state, seconds) of `train.make_train_step` for `mesh`, from
-  abstract inputs."""
+def lower_train_step(config, mesh, donate: bool = True):
+  """(lowered `train.make_train_step` for `mesh`, the abstract state it takes): from abstract
+  (sharded ShapeDtypeStruct) inputs, nothing allocated."""
   model = model_lib.build(config.model)
   opt, lr = optim.make(config.optim, int(config.train.num_steps),
                        accounting.counts(config.model).n_params)
@@ -244,11 +244,9 @@ def compile_train_step(config, mesh):
   batch = jax.ShapeDtypeStruct((config.train.batch_size, config.model.n_ctx + 1), jnp.int32,
                                sharding=sharding.batch_sharding(mesh))
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-    step = jax.jit(train.make_train_step(config, model, opt, lr, mesh), donate_argnums=0)
-    t0 = time.perf_counter()
-    lowered = step.lower(abstract, batch)
-    compiled = lowered.compile()
-  return compiled, abstract, time.perf_counter() - t0
+    step = jax.jit(train.make_train_step(config, model, opt, lr, mesh),
+                   donate_argnums=0 if donate else ())
+    return step.lower(abstract, batch), abstract
 
 
 def step_flops(config) -> float:
@@ -261,15 +259,8 @@ def step_flops(config) -> float:
   config.train.update(grad_accum=1, max_pass_tokens=0)
   config.model.loss_chunk_tokens = 0
   config.mesh.update(data=1, fsdp=1, tensor=1)
-  mesh = sharding.make_mesh(config, jax.devices("cpu")[:1])
-  model = model_lib.build(config.model)
-  opt, lr = optim.make(config.optim, int(config.train.num_steps),
-                       accounting.counts(config.model).n_params)
-  abstract = train.abstract_state(config, model, opt, mesh)
-  batch = jax.ShapeDtypeStruct((config.train.batch_size, config.model.n_ctx + 1), jnp.int32,
-                               sharding=sharding.batch_sharding(mesh))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
-    lowered = jax.jit(train.make_train_step(config, model, opt, lr, mesh)).lower(abstract, batch)
+  lowered, _ = lower_train_step(config, sharding.make_mesh(config, jax.devices("cpu")[:1]),
+                                donate=False)
   return float(lowered.cost_analysis()["flops"])
 
 
@@ -292,14 +283,15 @@ def analyse(config, topology: Topology) -> CompileReport:
   model_lib.check_shardings(config, mesh)
   counts = accounting.counts(config.model)
   tokens = int(config.train.batch_size * config.model.n_ctx)
+  lowered, abstract = lower_train_step(config, mesh)
+  t0 = time.perf_counter()
   try:
-    compiled, abstract, compile_s = compile_train_step(config, mesh)
-  except Exception as e:  # the TPU compiler refuses a program that exceeds HBM
-    if "RESOURCE_EXHAUSTED" not in str(e) and "memory" not in str(e).lower():
+    compiled, error = lowered.compile(), ""
+  except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses a program over HBM
+    if "RESOURCE_EXHAUSTED" not in str(e):
       raise
-    compiled, abstract, compile_s, error = None, None, float("nan"), _oom_bytes(str(e))
-  else:
-    error = ""
+    compiled, error = None, _oom_bytes(str(e))
+  compile_s = time.perf_counter() - t0
   memory, bytes_accessed, colls = None, float("nan"), ()
   if compiled is not None:
     m = compiled.memory_analysis()
@@ -309,9 +301,6 @@ def analyse(config, topology: Topology) -> CompileReport:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     bytes_accessed = float(cost.get("bytes accessed", 0.0))
     colls = collectives_in(compiled.as_text())
-  if abstract is None:
-    opt, _ = optim.make(config.optim, int(config.train.num_steps), counts.n_params)
-    abstract = train.abstract_state(config, model_lib.build(config.model), opt, mesh)
   return CompileReport(
       topology=topology, devices=len(devices), mesh=dict(mesh.shape), tokens_per_step=tokens,
       compile_s=compile_s, memory=memory, error=error,

@@ -98,7 +98,7 @@ def test_fsdp_parameter_bytes_per_device_fall_as_the_slice_grows():
 def test_config_errors_are_caught_before_compiling(monkeypatch):
   def must_not_compile(*args, **kwargs):
     raise AssertionError("compiled a config that was invalid")
-  monkeypatch.setattr(compile_cli, "compile_train_step", must_not_compile)
+  monkeypatch.setattr(compile_cli, "lower_train_step", must_not_compile)
   v5e_4 = compile_cli.parse_topology("v5e-4")
   with pytest.raises(ConfigError, match="n_heads=5 does not divide"):
     compile_cli.analyse(load_config("configs/tiny.py", ["--config.model.n_heads=5"]), v5e_4)
