@@ -144,6 +144,7 @@ def main(argv=None) -> int:
       m = config.model
       est = estimate_memory(m.n_layer, m.d_model, m.n_heads, m.n_ctx, m.vocab_size, args.seqs,
                             fsdp=devices, remat=remat, fused_loss=chunk != 0,
+                            tie_embeddings=m.tie_embeddings,
                             act_bytes=4 if jax.default_backend() == "cpu" else 2,
                             flash_attention=model_lib.attention_impl(
                                 model_lib.ModelConfig.from_config(m)) == "cudnn")
