@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from experiments import common as exp_common  # noqa: E402
 from scaling_jax import accounting, metrics, train  # noqa: E402
+from scaling_jax import metric_keys as keys  # noqa: E402
 
 HEADING = "## Experiments (CPU scale)"
 PROBES = [  # (arch, n_layer, d_model, batch)
@@ -55,8 +56,8 @@ def measure(arch: str, n_layer: int, d_model: int, batch: int, steps: int, root:
   t0 = time.perf_counter()
   train.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - t0
-  recs = [r for r in metrics.read_metrics(workdir) if "tokens_per_s" in r][1:]  # after compile
-  step_s = float(np.median([batch * config.model.n_ctx / r["tokens_per_s"] for r in recs]))
+  recs = [r for r in metrics.read_metrics(workdir) if keys.TOKENS_PER_S in r][1:]  # after compile
+  step_s = float(np.median([batch * config.model.n_ctx / r[keys.TOKENS_PER_S] for r in recs]))
   return {"arch": arch, "n_layer": n_layer, "d_model": d_model, "batch": batch,
           "n_params": accounting.counts(config.model).n_params, "flops": _step_flops(config),
           "step_s": step_s, "overhead_s": wall - steps * step_s}

@@ -4,13 +4,13 @@ numbers beside ours, figures, and the per-token-position loss of a run's final c
 Sweep files (`experiments/NN_name/sweep.py`) return entries
 `{"name", "config": "configs/X.py", "overrides": {"model.d_model": 64, ...}}` for
 `scaling-jax sweep`; analyses (`analyze.py`) read the run directories it leaves through
-`scaling_jax.rundir` and `scaling_jax.metrics` only, and fit with `scaling_jax.scaling`.
+the one run reader (`scaling_jax.scaling.runs`), choose B_crit(L) with
+`scaling_jax.scaling.bcrit`, and fit with `scaling_jax.scaling`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import importlib.util
 import json
@@ -21,16 +21,17 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from scaling_jax import metrics as metrics_lib
+from scaling_jax import metric_keys
 from scaling_jax import rundir
 from scaling_jax.scaling import laws
+from scaling_jax.scaling import runs as runs_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCALES = ("cpu", "pod")
 SCALE_ENV = "SCALING_JAX_SCALE"  # `SCALING_JAX_SCALE=pod scaling-jax sweep ...`
 CPU_CONFIG = "configs/cpu_demo.py"  # n_ctx 128, 4096-token BPE on the stdlib corpus
 POD_CONFIG = "configs/gpt_125m.py"  # the paper's setup: n_ctx 1024, batch 512, Kaplan LR(N)
-EVAL_KEY = "eval/validation/loss"
+EVAL_KEY = metric_keys.EVAL_LOSS
 
 # Training length at CPU scale (cpu_demo.py trains 600 steps; experiments halve it to stay
 # within minutes per run); an entry's own overrides win.
@@ -101,70 +102,16 @@ def load_module(path: str | os.PathLike, name: str | None = None):
 # ------------------------------------------------------------------------------ runs
 
 
-@dataclasses.dataclass
-class Run:
-  """One run directory: its config, static facts and metrics records."""
-  path: str
-  config: dict[str, Any]
-  facts: dict[str, Any]
-  records: list[dict[str, Any]]
-  status: str
-
-  @property
-  def name(self) -> str:
-    return os.path.basename(os.path.normpath(self.path))
-
-  @property
-  def n_params(self) -> float:
-    return float(self.facts["n_params"])
-
-  @property
-  def n_total(self) -> float:
-    return float(self.facts["n_params_total"])
-
-  @property
-  def arch(self) -> str:
-    return self.facts.get("arch") or self.config.get("model", {}).get("arch", "transformer")
-
-  @property
-  def model(self) -> dict[str, Any]:
-    return self.config.get("model", {})
-
-  def series(self, key: str = EVAL_KEY) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) with finite values only."""
-    s, v = (np.asarray(x, float) for x in metrics_lib.series(self.records, key))
-    ok = np.isfinite(v)
-    return s[ok], v[ok]
-
-  def final(self, key: str = EVAL_KEY) -> float:
-    """The last logged value of `key` (NaN if never logged)."""
-    _, v = self.series(key)
-    return float(v[-1]) if len(v) else math.nan
-
-  def best(self, key: str = EVAL_KEY) -> float:
-    """The lowest logged value (early stopping on the eval loss)."""
-    _, v = self.series(key)
-    return float(v.min()) if len(v) else math.nan
-
-  def value_at(self, key: str, step: float) -> float:
-    """`key` at the logged step nearest to `step`."""
-    s, v = self.series(key)
-    return float(v[np.abs(s - step).argmin()]) if len(v) else math.nan
+Run = runs_lib.Run  # the one typed run record (scaling_jax.scaling.runs)
 
 
 def load_runs(dirs: str | Sequence[str], statuses: tuple[str, ...] | None = None) -> list[Run]:
   """Every run directory at or below each of `dirs`, with a readable config and metrics."""
   dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
-  paths = sorted({p for d in dirs for p in rundir.find_runs(str(d))})
-  out = []
-  for p in paths:
-    cfg = rundir.read_config(p) or {}
-    status = rundir.read_status(p)["status"]
-    if "facts" not in cfg or (statuses and status not in statuses):
-      continue
-    records = metrics_lib.read_metrics(p)
-    if records:
-      out.append(Run(p, cfg.get("config", {}), cfg["facts"], records, status))
+  try:
+    out = runs_lib.read_runs([str(d) for d in dirs], statuses=statuses)
+  except laws.FitError:
+    out = []
   if not out:
     raise ExperimentError(f"no run directories with config.json and metrics under {dirs}; "
                           "run the experiment's sweep first (see experiments/README.md)")

@@ -53,7 +53,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "shapes": [(1, 16), (1, 24), (2, 32), (2, 48)],
         "train": {"model.n_ctx": 32, "train.batch_size": 16, "train.num_steps": 40,
                   "train.log_every": 4, "train.eval_every": 4, "train.ckpt_every": 40,
-                  "optim.warmup_steps": 4, "data.eval_batches": 2},
+                  "optim.warmup_steps": 4, "data.eval_batches": 2,
+                  "gns.ema": 0.8},  # an EMA horizon of 5 steps: GNS readings for B_crit(L)
         "bootstrap": 50,
     },
     "small": {  # the default: ~8 min of training on 2 CPU cores

@@ -1,34 +1,38 @@
-"""The report's figures, built from `report.analyze` output on `matplotlib.figure.Figure`.
+"""The report's figures, drawn from a typed `scaling.study.StudyAnalysis` on
+`matplotlib.figure.Figure` (no analysis here: only rendering).
 
 No pyplot (no global state; saving renders with Agg). Every data artist has a gid
 ("curve:<run>", "fit_data:<run>", "fit:<run>", "heldout:observed", "heldout:predicted",
-"final", "L_N_fit", "converged", "gns:<run>", "batch", "gns_points", "b_crit_fit", "kaplan",
-"run_compute:<run>", "frontier_L", "frontier_N", "run_N") so tests can read back exactly
-what is plotted.
+"final", "L_N_fit", "converged", "gns:<run>", "batch", "gns_points", "gns_excluded",
+"b_crit_fit", "kaplan", "run_compute:<run>", "frontier_L", "frontier_N", "run_N") so tests
+can read back exactly what is plotted.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
-
 import matplotlib
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from scaling_jax import rundir
+from scaling_jax.scaling import plots
+from scaling_jax.scaling.bcrit import GNS_MIN_LR_FRACTION, KAPLAN
+from scaling_jax.scaling.study import StudyAnalysis
+
 CMAP = "viridis"
 
 
 def _norm(runs):
-  ns = [r["N"] for r in runs]
+  ns = [r.n_params for r in runs]
   lo, hi = min(ns), max(ns)
   return LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 1.01)
 
 
 def _colors(runs):
   norm, cmap = _norm(runs), matplotlib.colormaps[CMAP]
-  return {r["name"]: cmap(0.9 * norm(r["N"])) for r in runs}, norm
+  return {r.name: cmap(0.9 * norm(r.n_params)) for r in runs}, norm
 
 
 def _colorbar(fig, ax, norm):
@@ -37,19 +41,20 @@ def _colorbar(fig, ax, norm):
   fig.colorbar(sm, ax=ax, label="N (non-embedding parameters)")
 
 
-def plot_learning_curves(a: dict[str, Any]) -> Figure:
+def plot_learning_curves(a: StudyAnalysis) -> Figure:
   """Loss vs step for every run (log-log), coloured by N."""
-  runs = a["_runs"]
+  runs = a.runs
   colors, norm = _colors(runs)
   fig = Figure(figsize=(7, 4.5))
   ax = fig.add_subplot(1, 1, 1)
   for r in runs:
-    ax.plot(r["steps"], r["loss"], "-", color=colors[r["name"]], lw=1.5, gid=f"curve:{r['name']}",
-            label=f"{r['name']} (N={r['N']:.3g})")
+    steps, loss = r.loss
+    ax.plot(steps, loss, "-", color=colors[r.name], lw=1.5, gid=f"curve:{r.name}",
+            label=f"{r.name} (N={r.n_params:.3g})")
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel("step")
-  key = runs[0]["loss_key"]
+  key = runs[0].loss_key
   ax.set_ylabel(f"{'validation' if key != 'loss' else 'train'} loss (nats/token)")
   ax.set_title("Learning curves")
   ax.legend(fontsize="x-small")
@@ -57,64 +62,61 @@ def plot_learning_curves(a: dict[str, Any]) -> Figure:
   return fig
 
 
-def plot_fit(a: dict[str, Any]) -> Figure:
+def plot_fit(a: StudyAnalysis) -> Figure:
   """Left: L vs S_min with the held-out L(N, S_min) fit and its extrapolation (band).
   Right: final loss vs N, the L(N) fit (band) and the converged term (N_c/N)^alpha_N."""
-  runs, table = a["_runs"], a["_table"]
+  runs, table = a.runs, a.table
   colors, norm = _colors(runs)
-  fits = a["_fits"]
   fig = Figure(figsize=(12, 4.5))
   ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-  fit = fits["heldout"] or fits["full"]
-  held = a.get("heldout", {}).get("run")
+  h = a.main_heldout
+  fit = h.fit if h is not None else a.fit
   for r in runs:
-    m = table["run"] == r["name"]
-    if not m.any():
+    m = table["run"] == r.name
+    if not m.any() or (h is not None and r.name == h.run):
       continue
     s, l = np.asarray(table["S_min"][m], float), np.asarray(table["L"][m], float)
-    if r["name"] == held:
-      continue
-    ax.plot(s, l, "o", ms=3, color=colors[r["name"]], gid=f"fit_data:{r['name']}")
+    ax.plot(s, l, "o", ms=3, color=colors[r.name], gid=f"fit_data:{r.name}")
     if fit is not None:
       grid = np.geomspace(s.min(), s.max(), 100)
-      pred = fit.predict({"N": np.full_like(grid, r["N"]), "S_min": grid}).value
-      ax.plot(grid, pred, "-", color=colors[r["name"]], lw=1, gid=f"fit:{r['name']}")
-  hc = a.get("_heldout_curve")
-  if hc is not None:
-    ax.plot(hc["S_min"], hc["L"], "-", color="k", lw=1.5, gid="heldout:observed",
-            label=f"{held}: observed (held out)")
-    ax.plot(hc["S_min"], hc["pred"], "--", color="C3", lw=1.5, gid="heldout:predicted",
+      pred = fit.predict({"N": np.full_like(grid, r.n_params), "S_min": grid}).value
+      ax.plot(grid, pred, "-", color=colors[r.name], lw=1, gid=f"fit:{r.name}")
+  if h is not None:
+    ax.plot(h.s_min, h.observed, "-", color="k", lw=1.5, gid="heldout:observed",
+            label=f"{h.run}: observed (held out)")
+    ax.plot(h.s_min, h.predicted, "--", color="C3", lw=1.5, gid="heldout:predicted",
             label="predicted from the smaller models")
-    if np.isfinite(hc["lo"]).any():
-      ax.fill_between(hc["S_min"], hc["lo"], hc["hi"], color="C3", alpha=0.2,
-                      gid="heldout:band", label=f"{100 * a['level']:g}% band")
-    h = a["heldout"]
-    ax.text(0.02, 0.03, f"held-out error: {100 * h['rms_rel_error']:.2f}% RMS, "
-            f"{100 * h['final_rel_error']:+.2f}% at the end", transform=ax.transAxes,
-            fontsize="small")
+    if np.isfinite(h.lo).any():
+      ax.fill_between(h.s_min, h.lo, h.hi, color="C3", alpha=0.2, gid="heldout:band",
+                      label=f"{100 * a.level:g}% prediction band")
+    d = h.to_dict()
+    ax.text(0.02, 0.03, f"held-out error: {100 * d['rms_rel_error']:.2f}% RMS, "
+            f"{100 * d['final_rel_error']:+.2f}% at the end; "
+            f"{100 * (d['fraction_in_band'] or 0):.0f}% of its points in the band",
+            transform=ax.transAxes, fontsize="small")
     ax.legend(fontsize="x-small")
   ax.set_xscale("log")
   ax.set_yscale("log")
-  ax.set_xlabel(f"S_min (steps; B_crit for S_min: {a.get('s_min_b_crit', 'none')})")
+  ax.set_xlabel(f"S_min (steps; B_crit(L): {a.b_crit.source})")
   ax.set_ylabel("loss (nats/token)")
   title = "L(N, S_min) = (N_c/N)^α_N + (S_c/S_min)^α_S"
   if fit is not None:
     p = fit.params
     title += f"\nα_N={p['alpha_N']:.3g}, α_S={p['alpha_S']:.3g}" + (
-        " (fit without the largest model)" if fits["heldout"] is not None else "")
+        " (fit without the largest model)" if h is not None else "")
   ax.set_title(title, fontsize="medium")
 
-  n = np.array([r["N"] for r in runs])
-  final = np.array([r["loss"][-1] for r in runs])
+  n = np.array([r.n_params for r in runs])
+  final = np.array([r.final() for r in runs])
   bx.plot(n, final, "o", color="k", gid="final", label="final loss of each run")
   grid = np.geomspace(n.min() / 2, n.max() * 4, 100)
-  if fits["L_N"] is not None:
-    pred = fits["L_N"].predict({"N": grid})
+  if a.fit_final is not None:
+    pred = a.fit_final.predict({"N": grid})
     bx.plot(grid, pred.value, "-", color="C0", gid="L_N_fit",
-            label=f"L(N) fit: α_N={fits['L_N'].params['alpha_N']:.3g}")
+            label=f"L(N) fit: α_N={a.fit_final.params['alpha_N']:.3g}")
     if np.isfinite(pred.lo).any():
       bx.fill_between(grid, pred.lo, pred.hi, color="C0", alpha=0.2, gid="L_N_band")
-  full = fits["full"] or fits["heldout"]
+  full = a.fit or (h.fit if h is not None else None)
   if full is not None:
     conv = (full.params["N_c"] / grid) ** full.params["alpha_N"]
     bx.plot(grid, conv, "--", color="C2", gid="converged",
@@ -129,21 +131,19 @@ def plot_fit(a: dict[str, Any]) -> Figure:
   return fig
 
 
-def plot_b_simple(a: dict[str, Any]) -> Figure:
-  """Left: B_simple (tokens) vs step per run, with the batch size. Right: vs loss, with the
-  fitted B_crit(L) and Kaplan's."""
-  from scaling_jax.scaling.batch import b_crit_kaplan
-  runs = a["_runs"]
+def plot_b_simple(a: StudyAnalysis) -> Figure:
+  """Left: B_simple (tokens) vs step per run, with the batch size. Right: vs loss, the
+  readings the B_crit(L) fit kept and those it left out (late, annealed LR), the law chosen
+  for the study and Kaplan's."""
+  runs = a.runs
   colors, norm = _colors(runs)
   fig = Figure(figsize=(12, 4.5))
   ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
   for r in runs:
-    ok = np.isfinite(r["b_simple"]) & (r["b_simple"] > 0)
-    if ok.any():
-      ax.plot(r["gns_steps"][ok], r["b_simple"][ok], "-", color=colors[r["name"]], lw=1,
-              gid=f"gns:{r['name']}", label=r["name"])
-  b = sorted({r["B"] for r in runs})
-  for i, bb in enumerate(b):
+    steps, b = r.b_simple
+    if len(steps):
+      ax.plot(steps, b, "-", color=colors[r.name], lw=1, gid=f"gns:{r.name}", label=r.name)
+  for i, bb in enumerate(sorted({r.batch_tokens for r in runs})):
     ax.axhline(bb, color="gray", ls=":", gid="batch" if i == 0 else f"batch:{bb:g}",
                label="batch size B" if i == 0 else None)
   ax.set_xscale("log")
@@ -153,54 +153,62 @@ def plot_b_simple(a: dict[str, Any]) -> Figure:
   ax.set_title("Gradient noise scale over training")
   if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize="x-small")
-  g = a["_gns"]
-  if len(g["loss"]):
-    cols = [colors[runs[i]["name"]] for i in g["run"]]
-    bx.scatter(g["loss"], g["b_simple"], s=6, c=cols, gid="gns_points")
-    grid = np.geomspace(g["loss"].min(), g["loss"].max(), 100)
-    bc = a["_fits"]["B_crit"]
-    if bc:
-      flat = a["B_crit"]["alpha_B"] is None
-      bx.plot(grid, bc["B_star"] * grid ** (-1 / bc["alpha_B"]), "-", color="C3",
-              gid="b_crit_fit", label=f"median B_simple: {bc['B_star']:.3g}" if flat else
-              f"fit: {bc['B_star']:.3g} / L^(1/{bc['alpha_B']:.3g})")
-    bx.plot(grid, b_crit_kaplan(grid), "--", color="gray", gid="kaplan",
-            label="Kaplan: 2e8 / L^(1/0.21)")
-    bx.legend(fontsize="x-small")
+  law = a.b_crit
+  pts = law.points
+  if pts is not None and len(pts.loss):
+    cols = np.array([colors.get(n, "k") for n in pts.run], dtype=object)
+    k = pts.kept
+    bx.scatter(pts.loss[k], pts.b_simple[k], s=8, c=list(cols[k]), gid="gns_points",
+               label=f"GNS readings used (LR >= {GNS_MIN_LR_FRACTION:g} x peak)")
+    if (~k).any():
+      bx.scatter(pts.loss[~k], pts.b_simple[~k], s=10, facecolors="none",
+                 edgecolors=list(cols[~k]), gid="gns_excluded",
+                 label="left out (warmup, or LR annealed)")
+    grid = np.geomspace(pts.loss.min(), pts.loss.max(), 100)
+  else:
+    grid = np.geomspace(min(r.final() for r in runs), max(r.loss[1][0] for r in runs), 100)
+  if law.adjusts:
+    label = law.description if law.params is None else (
+        f"{law.source}: {law.b_star:.3g} / L^(1/{law.alpha_b:.3g})")
+    bx.plot(grid, law(grid), "-", color="C3", gid="b_crit_fit", label=label)
+  bx.plot(grid, KAPLAN["B_star"] * grid ** (-1 / KAPLAN["alpha_B"]), "--", color="gray",
+          gid="kaplan", label="Kaplan: 2e8 / L^(1/0.21)")
+  bx.legend(fontsize="x-small")
   bx.set_xscale("log")
   bx.set_yscale("log")
   bx.set_xlabel("loss (nats/token)")
   bx.set_ylabel("B_simple (tokens)")
-  bx.set_title("B_simple vs loss (B_crit(L))")
+  bx.set_title("B_simple vs loss: the study's B_crit(L)")
   fig.tight_layout()
   return fig
 
 
-def plot_frontier(a: dict[str, Any]) -> Figure:
+def plot_frontier(a: StudyAnalysis) -> Figure:
   """Left: loss vs C (the runs) and the frontier L(C_min). Right: N_opt(C_min) and the runs' N."""
-  runs = a["_runs"]
+  runs = a.runs
   colors, norm = _colors(runs)
   fig = Figure(figsize=(12, 4.5))
   ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
   for r in runs:
-    c = r["steps"] * r["B"] * r["flops_per_token"]
-    ax.plot(c, r["loss"], "-", color=colors[r["name"]], lw=1, alpha=0.8,
-            gid=f"run_compute:{r['name']}", label=r["name"])
-  fr = a.get("frontier")
+    steps, loss = r.loss
+    ax.plot(r.flops_at(steps), loss, "-", color=colors[r.name], lw=1, alpha=0.8,
+            gid=f"run_compute:{r.name}", label=r.name)
+  fr = a.frontier
   if fr:
     p = fr["points"]
     c, l, n = (np.asarray(p[k], float) for k in ("C_min", "L", "N_opt"))
+    ex = fr.get("closed_form") or fr["exponents"]
     ax.plot(c, l, "-", color="C3", lw=2, gid="frontier_L",
-            label=f"frontier L(C_min), α_C={fr['closed_form']['alpha_C_min']:.3g}")
+            label=f"frontier L(C_min), α_C={ex['alpha_C_min']:.3g}")
     bx.plot(c, n, "-", color="C3", lw=2, gid="frontier_N",
-            label=f"N_opt ∝ C_min^{fr['closed_form']['p_N']:.2f}")
-    total = np.array([r["steps"][-1] * r["B"] * r["flops_per_token"] for r in runs])
-    bx.plot(total, [r["N"] for r in runs], "o", color="k", gid="run_N",
+            label=f"N_opt ∝ C_min^{ex['p_N']:.2f}")
+    total = np.array([float(r.flops_at(r.loss[0][-1:])[0]) for r in runs])
+    bx.plot(total, [r.n_params for r in runs], "o", color="k", gid="run_N",
             label="the runs (N, total C)")
     bx.legend(fontsize="x-small")
   ax.set_xscale("log")
   ax.set_yscale("log")
-  ax.set_xlabel("compute C = 6NBS (FLOPs)")
+  ax.set_xlabel("compute C (FLOPs)")
   ax.set_ylabel("loss (nats/token)")
   ax.set_title("Compute-efficient frontier\n(B_crit: "
                f"{fr['b_crit_source'] if fr else '–'})", fontsize="medium")
@@ -222,16 +230,16 @@ FIGURES = {
 }
 
 
-def make_figures(a: dict[str, Any]) -> dict[str, Figure]:
+def make_figures(a: StudyAnalysis) -> dict[str, Figure]:
   return {name: fn(a) for name, fn in FIGURES.items()}
 
 
-def save_figures(a: dict[str, Any], out_dir: str, dpi: int = 100) -> dict[str, str]:
+def save_figures(a: StudyAnalysis, out_dir: str, dpi: int = 100) -> dict[str, str]:
   """Writes every figure as PNG into `out_dir`; returns {name: path}."""
-  os.makedirs(out_dir, exist_ok=True)
+  rundir.makedirs(out_dir)
   paths = {}
   for name, fig in make_figures(a).items():
-    path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    path = f"{str(out_dir).rstrip('/')}/{name}"
+    plots.save(fig, path, dpi=dpi, bbox_inches="tight")
     paths[name] = path
   return paths

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scaling_jax import accounting, checkpoint, config as config_lib, hardware, metrics
+from scaling_jax import accounting, checkpoint, config as config_lib, hardware
+from scaling_jax import metric_keys as keys, metrics
 from scaling_jax import model as model_lib, noise_scale, optim, preflight, rundir, sharding
 
 
@@ -129,12 +130,12 @@ def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation,
 
     big_sq = _sq_norm(grads)
     grad_norm = jnp.sqrt(big_sq)
-    out = {"loss": loss, "grad_norm": grad_norm, "lr": lr_schedule(state.step)}
+    out = {keys.LOSS: loss, keys.GRAD_NORM: grad_norm, keys.LR: lr_schedule(state.step)}
     gns = state.gns
     if use_gns:
       g2, trace = noise_scale.two_batch_estimates(small_sq, big_sq, b / k, float(b))
       gns = noise_scale.update(state.gns, g2, trace, decay)
-      out.update({"gns/g2": g2, "gns/trace_sigma": trace})
+      out.update({keys.GNS_G2: g2, keys.GNS_TRACE: trace})
 
     updates, new_opt_state = opt.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
@@ -344,7 +345,7 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
       for name, batches in eval_sets.items():
         losses = [eval_fn(state.params, sharding.global_batch(b, mesh)) for b in batches]
-        out[f"eval/{name}/loss"] = float(np.mean(jax.device_get(losses)))
+        out[keys.eval_loss(name)] = float(np.mean(jax.device_get(losses)))
     return out
 
   def save(state, time_s, pending_losses):
@@ -365,9 +366,9 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
           state, out = step_fn(state, batch)
         step += 1
         window_steps += 1
-        pending_losses.append(out["loss"])
+        pending_losses.append(out[keys.LOSS])
         if step == start_step + 1:  # keep compilation out of the throughput figures
-          jax.block_until_ready(out["loss"])
+          jax.block_until_ready(out[keys.LOSS])
           compile_s = time.perf_counter() - window_start
           time_s += compile_s
           window_start, window_steps = time.perf_counter(), 0
@@ -400,24 +401,24 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
           tokens_per_s = window_steps * tokens_per_step / elapsed if window_steps else float("nan")
           flops_per_s = tokens_per_s * counts.flops_per_token_exact
           record = {
-              "step": step, "tokens": step * tokens_per_step,
-              "flops": step * tokens_per_step * counts.flops_per_token, "time_s": time_s,
+              keys.STEP: step, keys.TOKENS: step * tokens_per_step,
+              keys.FLOPS: step * tokens_per_step * counts.flops_per_token, keys.TIME_S: time_s,
               # float64 mean: identical whether the window was cut by a resume or not
-              "loss": float(np.mean(np.asarray(jax.device_get(pending_losses), np.float64))),
-              "lr": float(out_host["lr"]), "grad_norm": float(out_host["grad_norm"]),
-              "tokens_per_s": tokens_per_s, "flops_per_s": flops_per_s,
-              "mfu": flops_per_s / host_peak, "epoch": float(train_iter.epoch),
-              "bad_steps": int(state.bad_steps),
+              keys.LOSS: float(np.mean(np.asarray(jax.device_get(pending_losses), np.float64))),
+              keys.LR: float(out_host[keys.LR]), keys.GRAD_NORM: float(out_host[keys.GRAD_NORM]),
+              keys.TOKENS_PER_S: tokens_per_s, keys.FLOPS_PER_S: flops_per_s,
+              keys.MFU: flops_per_s / host_peak, keys.EPOCH: float(train_iter.epoch),
+              keys.BAD_STEPS: int(state.bad_steps),
           }
           if config.gns.enabled:
             g2_ema, trace_ema, b_seq = (float(x) for x in noise_scale.smoothed(state.gns))
             if g2_ema <= 0:  # early EMAs can put |G|^2 at or below zero: no estimate yet
               b_seq = float("nan")
             record.update({
-                "gns/g2": float(out_host["gns/g2"]),
-                "gns/trace_sigma": float(out_host["gns/trace_sigma"]),
-                "gns/g2_ema": g2_ema, "gns/trace_sigma_ema": trace_ema,
-                "gns/b_simple_seqs": b_seq, "gns/b_simple_tokens": b_seq * config.model.n_ctx,
+                keys.GNS_G2: float(out_host[keys.GNS_G2]),
+                keys.GNS_TRACE: float(out_host[keys.GNS_TRACE]),
+                keys.GNS_G2_EMA: g2_ema, keys.GNS_TRACE_EMA: trace_ema,
+                keys.B_SIMPLE_SEQS: b_seq, keys.B_SIMPLE_TOKENS: b_seq * config.model.n_ctx,
             })
           if eval_now:
             record.update(evaluate(state))
@@ -427,7 +428,7 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
           pending_losses, window_steps = [], 0
           window_start = time.perf_counter()
         elif eval_now:
-          record = {"step": step, **evaluate(state)}
+          record = {keys.STEP: step, **evaluate(state)}
           writer.write(record)
           last.update(record)
         if ckpt_now or preempted:  # time_s so far, including a log window cut short
@@ -469,9 +470,9 @@ class _progress:
       return
     self.bar.update(step - self.n)
     self.n = step
-    post = {"loss": f"{record['loss']:.3f}", "tok/s": f"{record['tokens_per_s']:.0f}"}
-    if "gns/b_simple_tokens" in record:
-      post["B_simple"] = f"{record['gns/b_simple_tokens']:.3g}"
+    post = {"loss": f"{record[keys.LOSS]:.3f}", "tok/s": f"{record[keys.TOKENS_PER_S]:.0f}"}
+    if keys.B_SIMPLE_TOKENS in record:
+      post["B_simple"] = f"{record[keys.B_SIMPLE_TOKENS]:.3g}"
     self.bar.set_postfix(post)
 
   def close(self) -> None:

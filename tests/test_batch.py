@@ -15,7 +15,7 @@ import pytest
 from scaling_jax import metrics as metrics_lib
 from scaling_jax import rundir
 from scaling_jax.scaling import batch
-from scaling_jax.scaling import batch_plots
+from scaling_jax.scaling import batch_plots, bcrit, runs
 
 L_N, S_C, ALPHA_S = 2.5, 2.1e3, 0.76
 B_STAR, ALPHA_B = 2e8, 0.21
@@ -171,11 +171,10 @@ def test_from_run_dirs_with_noisy_train_loss(tmp_path):
   for lv in res.levels:
     assert lv.b_crit == pytest.approx(batch.b_crit_kaplan(lv.loss, B_STAR, ALPHA_B), rel=0.05)
     assert lv.s_min == pytest.approx(true_s_min(lv.loss), rel=0.05)
-  gns = batch.gns_from_runs(str(tmp_path))
-  assert len(gns) == 4
-  for g in gns:
-    np.testing.assert_allclose(g.b_simple_tokens,
-                               batch.b_crit_kaplan(g.loss, B_STAR, ALPHA_B) / 2, rtol=0.15)
+  gns = bcrit.gns_points(runs.read_runs(str(tmp_path)))
+  assert len(set(gns.run)) == 4
+  np.testing.assert_allclose(gns.b_simple, batch.b_crit_kaplan(gns.loss, B_STAR, ALPHA_B) / 2,
+                             rtol=0.15)
 
 
 def test_run_dirs_of_mixed_models_and_nan(tmp_path):
@@ -291,14 +290,17 @@ def test_plots_show_the_inputs(tmp_path):
     np.testing.assert_allclose((fy / lv.s_min - 1) * (fx / lv.e_min - 1), 1.0, rtol=1e-9)
     np.testing.assert_array_equal(lines[f"min:{lv.loss:.6g}"].get_xdata(), [lv.e_min])
 
-  gns = [batch.GnsCurve("run0", 1e5, np.array([5.0, 4.0, 3.5]), np.array([1e4, 5e4, 9e4]))]
+  gns = bcrit.GnsPoints(run=np.array(["run0"] * 4, dtype=object), step=np.arange(4.0),
+                        loss=np.array([5.0, 4.0, 3.5, 3.4]), b_simple=np.array([1e4, 5e4, 9e4, 9e5]),
+                        lr_fraction=np.array([1.0, 1.0, 1.0, 0.01]),
+                        kept=np.array([True, True, True, False]))
   fig2 = batch_plots.plot_b_crit_vs_loss(res, gns)
   ax2 = fig2.axes[0]
   lines = {ln.get_gid(): ln for ln in ax2.get_lines()}
   np.testing.assert_array_equal(lines["b_crit"].get_xdata(), [lv.loss for lv in res.levels])
   np.testing.assert_array_equal(lines["b_crit"].get_ydata(), [lv.b_crit for lv in res.levels])
-  np.testing.assert_array_equal(lines["gns:run0"].get_xdata(), gns[0].loss)
-  np.testing.assert_array_equal(lines["gns:run0"].get_ydata(), gns[0].b_simple_tokens)
+  np.testing.assert_array_equal(lines["gns:run0"].get_xdata(), gns.loss[:3])  # kept only
+  np.testing.assert_array_equal(lines["gns:run0"].get_ydata(), gns.b_simple[:3])
   pl = lines["power_law"]
   np.testing.assert_allclose(pl.get_ydata(), res.power_law.predict(pl.get_xdata()))
   kap = lines["kaplan"]

@@ -21,6 +21,7 @@ import pytest
 from experiments import common
 from scaling_jax import accounting, optim, rundir
 from scaling_jax.config import validate
+from scaling_jax.scaling import bcrit
 from tests.helpers import tiny_config, write_token_array
 
 EXPERIMENTS = sorted(p.name for p in (common.REPO / "experiments").iterdir()
@@ -54,12 +55,13 @@ def _root() -> pathlib.Path:
 
 
 def run_config(shape: str, overrides: dict):
-  """A tiny run: 30 steps, eval every 5, one checkpoint at the end."""
+  """A tiny run: 30 steps, eval every 5, one checkpoint at the end, a short GNS EMA."""
   c = tiny_config(_root() / "corpus" / "tokens.npy", num_steps=30, log_every=5, eval_every=5,
                   ckpt_every=30)
   n, d, f, h = SHAPES[shape]
   c.model.update(n_layer=n, d_model=d, d_ff=f, n_heads=h)
   c.data.eval_batches = 1
+  c.gns.ema = 0.5  # an EMA horizon of 2 steps: 30-step runs keep GNS readings for B_crit(L)
   for dotted, value in overrides.items():
     section, key = dotted.split(".")
     c[section][key] = value
@@ -84,8 +86,8 @@ def _analysis(name: str):
 # ------------------------------------------------------------------------------ definitions
 
 
-def test_there_are_nine_experiments_each_with_a_readme_line():
-  assert len(EXPERIMENTS) == 9
+def test_there_are_ten_experiments_each_with_a_readme_line():
+  assert len(EXPERIMENTS) == 10
   readme = (common.REPO / "experiments" / "README.md").read_text()
   for name in EXPERIMENTS:
     folder = common.REPO / "experiments" / name
@@ -196,6 +198,10 @@ def test_02_l_of_n_s_min(tmp_path):
   runs = common.load_runs(tiny_runs("sizes"))
   tab = exp.learning_table(runs, "gns")
   assert np.all(tab["S_min"] < tab["S"]) and np.all(tab["B_crit"] > 0)
+  # One B_crit(L) law for every point of every run: the project's chooser, not each run's
+  # own reading.
+  law = bcrit.choose_b_crit("gns", runs)
+  np.testing.assert_allclose(tab["B_crit"], law(tab["L"]))
   np.testing.assert_allclose(tab["S_min"], tab["S"] / (1 + tab["B_crit"] / tab["B"]))
   s = exp.analyze(tiny_runs("sizes"), str(tmp_path))
   assert s["n_points"] == len(tab["L"]) and set(s["fit"]) == {"N_c", "S_c", "alpha_N", "alpha_S"}
@@ -228,6 +234,7 @@ def test_04_critical_batch(tmp_path, capsys):
   assert sorted(s["runs"]) == ["A", "A_b32", "A_b64"]  # the model with the most batch sizes
   assert sorted(s["sweep"]["batch_tokens"]) == [16 * 32, 32 * 32, 64 * 32]
   assert s["sweep"]["levels"] and all(lv["b_crit"] > 0 for lv in s["sweep"]["levels"])
+  assert s["b_crit_gns"]["source"] == "gns" and s["b_crit_gns"]["n_runs"] == 3
   assert (tmp_path / "b_crit_vs_loss.png").is_file()
   assert (tmp_path / "steps_vs_examples.png").is_file()
   # A sweep without a batch-size scan: exit code 2 and a one-line error, no traceback.

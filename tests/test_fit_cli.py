@@ -45,7 +45,9 @@ def test_fit_runs_with_gns_b_crit_recovers_the_law(tmp_path, capsys):
   for k in ("alpha_N", "alpha_S", "S_c"):
     assert report["params"][k] == pytest.approx(TRUE[k], rel=1e-3), k
   assert report["holdout"]["mean_abs_rel_error"] < 1e-3
-  assert report["frontier"]["b_crit_source"].startswith("B_crit law fitted")
+  assert report["b_crit"]["source"] == "gns"  # the pooled GNS law: a constant 8192 here
+  np.testing.assert_allclose(report["b_crit"]["B_star"], 8192, rtol=1e-6)
+  assert "GNS readings" in report["frontier"]["b_crit_source"]
   for p in report["plots"]:
     assert os.path.getsize(p) > 1000
 
@@ -62,4 +64,4 @@ def test_fit_table_file_and_errors(tmp_path, capsys):
   assert cli.main([str(tmp_path / "t.csv"), "--law", "L_nope"]) == 2
   assert "unknown law" in capsys.readouterr().err
   assert cli.main([str(tmp_path / "t.csv"), "--law", "L_N_Smin"]) == 2
-  assert "lacks ['S_min']" in capsys.readouterr().err
+  assert "lacks ['S', 'B']" in capsys.readouterr().err

@@ -10,6 +10,8 @@ import pytest
 
 from scaling_jax import metrics as metrics_lib
 from scaling_jax import report, report_plots, rundir
+from scaling_jax.scaling import cli as fit_cli
+from scaling_jax.scaling import study as study_lib
 
 TRUE = {"N_c": 1e9, "S_c": 300.0, "alpha_N": 0.08, "alpha_S": 0.7}
 B_STAR, ALPHA_B = 3e4, 0.21
@@ -54,7 +56,7 @@ def write_fake_study(root, noise=0.003):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
   root = write_fake_study(str(tmp_path_factory.mktemp("study") / "runs"))
-  a = report.analyze(root, bootstrap=24, b_crit="gns")
+  a = study_lib.analyze_study(root, bootstrap=24, b_crit="gns")
   paths = report.write_report(a, os.path.join(root, "report"))
   return root, a, paths
 
@@ -62,20 +64,29 @@ def study(tmp_path_factory):
 @pytest.mark.slow  # the module's fits take ~30 s on 2 cores
 def test_fit_recovers_law_and_extrapolates(study):
   _, a, _ = study
-  p = a["L_N_Smin"]["params"]
+  p = a.fit.params
   for k in ("alpha_N", "alpha_S"):
     assert p[k] == pytest.approx(TRUE[k], rel=0.05), k
-  lo, hi = a["alpha_N"]["interval"]
-  assert lo <= a["alpha_N"]["value"] <= hi and hi > lo
-  h = a["heldout"]
+  lo, hi = a.fit.intervals["alpha_N"]
+  assert lo <= p["alpha_N"] <= hi and hi > lo
+  assert a.fit.resample == "parametric"
+  h = a.heldout["gns"].to_dict()
   assert h["run"] == "L4_d128" and h["rms_rel_error"] < 0.01 and abs(h["final_rel_error"]) < 0.01
-  assert a["B_crit"]["alpha_B"] == pytest.approx(ALPHA_B, rel=0.05)
-  assert a["B_crit"]["B_star"] == pytest.approx(B_STAR, rel=0.2)
-  assert a["frontier"]["closed_form"]["alpha_C_min"] == pytest.approx(
-      1 / (1 / p["alpha_S"] + 1 / a["B_crit"]["alpha_B"] + 1 / p["alpha_N"]), rel=1e-6)
-  keys = {r["key"] for r in a["comparison"]}
+  assert h["fraction_in_band"] > 0.9
+  assert set(a.heldout) == {"gns", "kaplan", "none"}
+  # The data were made with B_crit(L) = 3e4/L^(1/0.21): with Kaplan's (far larger) B_crit
+  # or none, S_min is wrong and the held-out curve is predicted worse.
+  for other in ("kaplan", "none"):
+    assert a.heldout[other].to_dict()["rms_rel_error"] > h["rms_rel_error"]
+  assert a.b_crit.alpha_b == pytest.approx(ALPHA_B, rel=0.05)
+  assert a.b_crit.b_star == pytest.approx(B_STAR, rel=0.2)
+  cf = a.frontier["closed_form"]
+  assert cf["alpha_C_min"] == pytest.approx(
+      1 / (1 / p["alpha_S"] + 1 / a.b_crit.alpha_b + 1 / p["alpha_N"]), rel=1e-6)
+  pub = report.report_json(a)
+  keys = {r["key"] for r in pub["comparison"]}
   assert {"L_N_Smin.alpha_N", "B_crit.alpha_B", "frontier.p_N"} <= keys
-  assert all(r["paper"] is not None for r in a["comparison"])
+  assert all(r["paper"] is not None for r in pub["comparison"])
 
 
 def _line(fig, gid):
@@ -102,8 +113,8 @@ def test_figures_plot_the_metrics(study):
     np.testing.assert_array_equal(x, gs)
     np.testing.assert_array_equal(y, gv)
     x, y = _line(figs["frontier.png"], f"run_compute:{name}")
-    np.testing.assert_allclose(x, np.asarray(steps) * B_TOKENS * 6.0 * a["runs"][
-        [r["name"] for r in a["runs"]].index(name)]["N"])
+    n = [r.n_params for r in a.runs if r.name == name][0]
+    np.testing.assert_allclose(x, np.asarray(steps) * B_TOKENS * 6.0 * n)
   # The held-out model: observed = its eval losses after warmup; predicted = the law.
   big = os.path.join(root, "L4_d128")
   steps, loss = metrics_lib.series(metrics_lib.read_metrics(big), "eval/validation/loss")
@@ -111,17 +122,17 @@ def test_figures_plot_the_metrics(study):
   _, y_obs = _line(figs["fit_extrapolation.png"], "heldout:observed")
   np.testing.assert_array_equal(y_obs, np.asarray(loss)[keep])
   x_pred, y_pred = _line(figs["fit_extrapolation.png"], "heldout:predicted")
-  p = a["_fits"]["heldout"].params
+  p = a.heldout["gns"].fit.params
   n = 12 * 4 * 128 ** 2
   np.testing.assert_allclose(y_pred, (p["N_c"] / n) ** p["alpha_N"]
                              + (p["S_c"] / x_pred) ** p["alpha_S"], rtol=1e-9)
   np.testing.assert_allclose(y_pred, y_obs, rtol=0.02)  # and it extrapolates well
   # Final losses vs N, and the frontier line equals the report's frontier points.
   x, y = _line(figs["fit_extrapolation.png"], "final")
-  np.testing.assert_array_equal(y, [r["final_loss"] for r in a["runs"]])
+  np.testing.assert_array_equal(y, [r.final() for r in a.runs])
   x, y = _line(figs["frontier.png"], "frontier_L")
-  np.testing.assert_allclose(x, a["frontier"]["points"]["C_min"])
-  np.testing.assert_allclose(y, a["frontier"]["points"]["L"])
+  np.testing.assert_allclose(x, a.frontier["points"]["C_min"])
+  np.testing.assert_allclose(y, a.frontier["points"]["L"])
 
 
 @pytest.mark.slow  # the module's fits take ~30 s on 2 cores
@@ -134,14 +145,33 @@ def test_written_report(study):
   text = open(paths["html"]).read()
   assert text.count("data:image/png;base64,") == len(report_plots.FIGURES)
   assert "Held-out extrapolation" in text and "0.076" in text
+  assert "S_min from the GNS, from Kaplan, and unadjusted" in text
   data = json.load(open(paths["json"]))
-  assert data["heldout"]["rms_rel_error"] == pytest.approx(a["heldout"]["rms_rel_error"])
+  assert data["heldout"]["gns"]["rms_rel_error"] == pytest.approx(
+      a.heldout["gns"].to_dict()["rms_rel_error"])
   assert data["environment"]["training_versions"] == {"jax": "test"}
-  assert "L_N_Smin" in data and not any(k.startswith("_") for k in data)
-  table = report.key_table(a)
-  assert "alpha_N" in table and "held-out L4_d128" in table
+  assert data["b_crit"]["source"] == "gns"
+  table = report.key_table(data)
+  assert "alpha_N" in table and "held-out L4_d128" in table and "B_crit kaplan" in table
+
+
+@pytest.mark.slow  # fits the study again through both command lines
+def test_fit_and_report_commands_agree(study, tmp_path):
+  """`scaling-jax fit DIR` and `scaling-jax report DIR` print one answer for one study."""
+  root, _, _ = study
+  assert report.main([root, "--out", str(tmp_path / "rep"), "--bootstrap", "24"]) == 0
+  assert fit_cli.main([root, "--out", str(tmp_path / "fit"), "--bootstrap", "24",
+                       "--no-plots"]) == 0
+  rep = json.load(open(tmp_path / "rep" / "report.json"))
+  fit = json.load(open(tmp_path / "fit" / "fit_report.json"))
+  assert fit["params"] == rep["L_N_Smin"]["params"]
+  assert fit["intervals"] == rep["L_N_Smin"]["intervals"]
+  assert fit["b_crit"]["B_star"] == rep["b_crit"]["B_star"]
+  assert fit["frontier"]["closed_form"] == rep["frontier"]["closed_form"]
+  assert fit["frontier"]["points"] == rep["frontier"]["points"]
 
 
 def test_report_cli_errors_on_empty_dir(tmp_path, capsys):
   assert report.main([str(tmp_path)]) == 2
-  assert "no run directories" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "no run directories" in err and len(err.strip().splitlines()) == 1

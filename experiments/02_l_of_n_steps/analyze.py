@@ -1,8 +1,8 @@
 """Experiment 2, L(N, S_min): learning curves of the size ladder, adjusted to the critical batch.
 
 Each eval-loss point at step S becomes S_min = S / (1 + B_crit(L)/B) (Kaplan §5.1), with
-B_crit(L) from the run's gradient noise scale (default), Kaplan's B_*/L^(1/alpha_B), or
-none; then L(N, S_min) = (N_c/N)^alpha_N + (S_c/S_min)^alpha_S is fitted (Kaplan Fig. 4
+B_crit(L) from the study's one law (`scaling.bcrit`): fitted to the runs' pooled gradient
+noise scale (default), Kaplan's B_*/L^(1/alpha_B), or none; then L(N, S_min) = (N_c/N)^alpha_N + (S_c/S_min)^alpha_S is fitted (Kaplan Fig. 4
 right, Table 3) and printed beside the paper's.
 Usage: python experiments/02_l_of_n_steps/analyze.py SWEEP_DIR [--b-crit gns|kaplan|none]
 """
@@ -19,22 +19,20 @@ if _ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from experiments import common  # noqa: E402
-from scaling_jax.scaling import runs as runs_lib  # noqa: E402
+from scaling_jax.scaling import bcrit, runs as runs_lib  # noqa: E402
+from scaling_jax.scaling.laws import FitError  # noqa: E402
 
 NAME = "02_l_of_n_steps"
 
 
-def learning_table(runs, b_crit: str = "gns", points: int = 32) -> dict[str, np.ndarray]:
-  """The fitter's table (N, S, S_min, C, C_min, L, B_crit per point) of the runs' curves."""
-  rows: dict[str, list] = {}
-  warnings: list[str] = []
-  for r in runs:
-    for k, v in runs_lib.run_rows(r.path, b_crit=b_crit, points=points,
-                                  warnings=warnings).items():
-      rows.setdefault(k, []).extend(v)
-  if not rows:
-    raise common.ExperimentError("no usable learning-curve points: " + "; ".join(warnings[:3]))
-  return {k: np.asarray(v, dtype=object if k == "run" else float) for k, v in rows.items()}
+def learning_table(runs, b_crit="gns", points: int = 32) -> dict[str, np.ndarray]:
+  """The fitter's table (N, S, S_min, C, C_min, L, B_crit per point) of the runs' curves,
+  S_min from the study's one B_crit(L) law (`scaling.bcrit.choose_b_crit`)."""
+  try:
+    law = bcrit.choose_b_crit(b_crit, runs)
+    return runs_lib.learning_table(runs, law.table_fn, points=points)
+  except FitError as e:
+    raise common.ExperimentError(f"no usable learning-curve table: {e}") from None
 
 
 def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict:

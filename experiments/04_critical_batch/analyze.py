@@ -2,9 +2,10 @@
 
 For one model trained at several batch sizes, each loss level's steps S(B) follow
 S = S_min + E_min/B (Kaplan Eq. 5.4), giving B_crit(L) = E_min/S_min per level
-(scaling_jax.scaling.batch.analyze_batch_sweep). B_crit(L) = B_*/L^(1/alpha_B) is then
-fitted with the fitter on the sweep's levels and, separately, on the runs' measured
-gradient noise scale B_simple(L); both print beside the paper's B_* and alpha_B (Fig. 10).
+(scaling_jax.scaling.batch.analyze_batch_sweep). B_crit(L) = B_*/L^(1/alpha_B) then comes
+from the project's one chooser (scaling_jax.scaling.bcrit) both ways: "sweep" (the levels)
+and "gns" (the runs' pooled B_simple, at full learning rate); both print beside the
+paper's B_* and alpha_B (Fig. 10).
 If the runs hold several models, the one with the most batch sizes is analysed.
 Usage: python experiments/04_critical_batch/analyze.py SWEEP_DIR [--out DIR]
 """
@@ -21,7 +22,8 @@ if _ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from experiments import common  # noqa: E402
-from scaling_jax.scaling import batch as batch_lib, batch_plots  # noqa: E402
+from scaling_jax.scaling import batch as batch_lib, batch_plots, bcrit  # noqa: E402
+from scaling_jax.scaling.laws import FitError  # noqa: E402
 
 NAME = "04_critical_batch"
 
@@ -31,30 +33,30 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
   by_n = common.group_by(runs, lambda r: r.n_params)
   n, group = max(by_n.items(),
                  key=lambda kv: len({r.facts["batch_tokens"] for r in kv[1]}))
-  curves, notes = batch_lib.curves_from_runs([r.path for r in group])
+  curves, notes = batch_lib.curves_from_runs(group)
   result = batch_lib.analyze_batch_sweep(curves)
-  gns = batch_lib.gns_from_runs([r.path for r in group])
+  gns = bcrit.gns_points(group)
   figures = batch_plots.save_batch_figures(result, out, gns)
-  levels = {"L": np.array([lv.loss for lv in result.levels]),
-            "B_crit": np.array([lv.b_crit for lv in result.levels])}
-  fit_sweep, note_sweep = (common.try_fit("B_crit", levels, bootstrap=bootstrap)
-                           if len(levels["L"]) >= 3 else (None, "fewer than 3 loss levels"))
-  gns_tab = {"L": np.concatenate([g.loss for g in gns]) if gns else np.array([]),
-             "B_crit": np.concatenate([g.b_simple_tokens for g in gns]) if gns else np.array([])}
-  fit_gns, note_gns = (common.try_fit("B_crit", gns_tab, bootstrap=bootstrap)
-                       if len(gns_tab["L"]) >= 3 else (None, "no GNS logged"))
-  ps, pg = common.fit_params(fit_sweep), common.fit_params(fit_gns)
+  laws, why = {}, {}
+  for spec in ("sweep", "gns"):  # the project's one B_crit(L) chooser, both ways
+    try:
+      laws[spec] = bcrit.choose_b_crit(spec, group, bootstrap=bootstrap or 200)
+    except FitError as e:
+      why[spec] = str(e)
+  ps = laws["sweep"].to_dict() if "sweep" in laws else {}
+  pg = laws["gns"].to_dict() if "gns" in laws else {}
   ref_b, ref_a = (common.paper("critical_batch_size.B_star_tokens"),
                   common.paper("critical_batch_size.alpha_B"))
+  levels = np.array([lv.loss for lv in result.levels])
   ratio = float("nan")
-  if fit_gns is not None and len(levels["L"]):
-    ratio = float(np.median(levels["B_crit"] / fit_gns.predict({"L": levels["L"]}).value))
+  if "gns" in laws and len(levels):
+    ratio = float(np.median(np.array([lv.b_crit for lv in result.levels]) / laws["gns"](levels)))
   print(common.comparison(
       f"B_crit(L) = B_*/L^(1/alpha_B), model N = {n:.4g}, "
       f"{len(result.batch_tokens)} batch sizes, {len(result.levels)} loss levels", [
-          ("B_* (tokens), batch sweep", ps.get("B_star"), ref_b, note_sweep),
+          ("B_* (tokens), batch sweep", ps.get("B_star"), ref_b, why.get("sweep", "")[:80]),
           ("alpha_B, batch sweep", ps.get("alpha_B"), ref_a, ""),
-          ("B_* (tokens), GNS B_simple", pg.get("B_star"), ref_b, note_gns),
+          ("B_* (tokens), GNS B_simple", pg.get("B_star"), ref_b, why.get("gns", "")[:80]),
           ("alpha_B, GNS B_simple", pg.get("alpha_B"), ref_a, ""),
           ("median B_crit / B_simple", ratio, None, "paper: same order of magnitude"),
       ]))
@@ -64,9 +66,9 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
   for note in notes + result.notes:
     print(f"  note: {note}")
   summary = {"n_params": n, "runs": [r.name for r in group], "sweep": result.to_dict(),
-             "fit_sweep": ps, "fit_gns": pg, "b_crit_over_b_simple": ratio,
+             "b_crit_sweep": ps, "b_crit_gns": pg, "b_crit_over_b_simple": ratio,
              "paper": {"B_star": ref_b, "alpha_B": ref_a}, "figures": figures,
-             "notes": [note_sweep, note_gns]}
+             "notes": list(why.values())}
   return common.finish(out, summary)
 
 

@@ -3,7 +3,8 @@
 From the size ladder's learning curves: (a) the envelope min over sizes of L(C), with
 C = 6 N B S the training FLOPs, its L(C) = (C_c/C)^alpha_C fit and the size N_opt(C) on the
 envelope, fitted as N_opt = k C^p; (b) the frontier App. B derives from the fitted
-L(N, S_min) and B_crit(L) (from the GNS, else Kaplan's), with its exponents; (c) the
+L(N, S_min) and B_crit(L) (the project's one chooser, scaling_jax.scaling.bcrit: the
+runs' pooled GNS law by default, Kaplan's where no GNS was logged), with its exponents; (c) the
 extra compute of training k x the optimal size to the same loss, 0.6x .. 2.2x, from our
 L(N, S_min) and from the paper's (which costs ~20% extra at the ends).
 Usage: python experiments/05_compute_frontier/analyze.py SWEEP_DIR [--b-crit gns|kaplan]
@@ -21,7 +22,8 @@ if _ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from experiments import common  # noqa: E402
-from scaling_jax.scaling import frontier as frontier_lib  # noqa: E402
+from scaling_jax.scaling import bcrit, frontier as frontier_lib  # noqa: E402
+from scaling_jax.scaling.laws import FitError  # noqa: E402
 
 NAME = "05_compute_frontier"
 SIZE_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.6, 2.2)
@@ -76,16 +78,19 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict
                                   bootstrap=bootstrap)
                    if len(np.unique(env["N_opt"])) >= 2 else (None, "one size on the envelope"))
   try:
-    tab = exp2.learning_table(runs, b_crit)
+    law = bcrit.choose_b_crit(b_crit, runs)
+    note_b = law.description
+  except FitError as e:  # e.g. no GNS logged: say so, use Kaplan's law
+    law, note_b = bcrit.kaplan_law(), f"Kaplan's B_crit(L) ({e})"[:120]
+  try:
+    tab = exp2.learning_table(runs, law)
   except common.ExperimentError as e:  # e.g. curves that never leave the warmup
     tab, why = None, str(e)
   if tab is not None:
     fit_ls, note_ls = common.try_fit("L_N_Smin", tab, bootstrap=bootstrap)
-    fit_b, note_b = (common.try_fit("B_crit", {"L": tab["L"], "B_crit": tab["B_crit"]})
-                     if b_crit == "gns" else (None, "Kaplan's B_crit(L)"))
   else:
-    (fit_ls, note_ls), (fit_b, note_b) = (None, why), (None, why)
-  b_params = common.fit_params(fit_b) or dict(frontier_lib.KAPLAN_B_CRIT)
+    fit_ls, note_ls = None, why
+  b_params = law.params or dict(frontier_lib.KAPLAN_B_CRIT)
   ref_cf = "compute_efficient_frontier."
   paper_ls = {k: common.paper(f"L_N_S.fit_table3.{k}") for k in ("alpha_N", "alpha_S", "N_c",
                                                                   "S_c")}
@@ -95,7 +100,7 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict
            common.paper(ref_cf + "N_opt.p_N"), note_n)]
   summary: dict = {"envelope": env, "fit_L_C": common.fit_params(fit_c),
                    "fit_N_opt": common.fit_params(fit_n), "fit_L_N_Smin": common.fit_params(fit_ls),
-                   "fit_B_crit": b_params, "b_crit_source": b_crit if fit_b else "kaplan",
+                   "fit_B_crit": b_params, "b_crit_source": law.source,
                    "notes": [note_c, note_n, note_ls, note_b]}
   if fit_ls is not None:
     cf = frontier_lib.closed_form(fit_ls, b_params)

@@ -19,6 +19,7 @@ if _ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from experiments import common  # noqa: E402
+from scaling_jax import metric_keys  # noqa: E402
 
 NAME = "07_transfer"
 BASE = "validation"
@@ -37,7 +38,7 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
     raise common.ExperimentError(
         f"the runs logged eval sets {sets}; transfer needs '{BASE}' and at least one more: "
         "train with config.data.eval_sets=('validation', 'ood_prose', 'ood_numpy')")
-  final = {s: np.array([r.final(f"eval/{s}/loss") for r in runs]) for s in sets}
+  final = {s: np.array([r.final(metric_keys.eval_loss(s)) for r in runs]) for s in sets}
   ns = np.array([r.n_params for r in runs])
   base = final[BASE]
   per_set, rows = {}, []

@@ -20,33 +20,18 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from scaling_jax import metric_keys as keys
 from scaling_jax import metrics as metrics_lib
 from scaling_jax import rundir
+from scaling_jax.scaling import runs as runs_lib
+from scaling_jax.scaling.laws import b_crit_kaplan, c_min, s_min  # noqa: F401  (re-exported)
 
 MIN_BATCH_SIZES = 3  # distinct batch sizes a level needs: S_min, E_min and one dof
 MIN_LEVELS = 3  # levels the B_crit(L) power law needs: B_*, α_B and one dof
-B_SIMPLE_KEY = "gns/b_simple_tokens"
 
 
 class BatchSweepError(ValueError):
   """Input a batch-size analysis cannot use; the message says what to change."""
-
-
-def s_min(steps, batch_tokens, b_crit_tokens):
-  """Minimum steps to reach the same loss: S / (1 + B_crit/B)."""
-  steps, b, bc = np.asarray(steps, float), np.asarray(batch_tokens, float), np.asarray(b_crit_tokens, float)
-  return steps / (1.0 + bc / b)
-
-
-def c_min(compute, batch_tokens, b_crit_tokens):
-  """Minimum compute to reach the same loss: C / (1 + B/B_crit)."""
-  c, b, bc = np.asarray(compute, float), np.asarray(batch_tokens, float), np.asarray(b_crit_tokens, float)
-  return c / (1.0 + b / bc)
-
-
-def b_crit_kaplan(loss, b_star=2e8, alpha_b=0.21):
-  """Kaplan's B_crit(L) = B_* / L^(1/alpha_B) in tokens (Eq. 5.3), loss in nats."""
-  return b_star / np.asarray(loss, float) ** (1.0 / alpha_b)
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -402,80 +387,45 @@ def analyze_batch_sweep(curves: Iterable[Curve | Sequence[Any]], levels=None,
 # ---------------------------------------------------------------------------- run dirs
 
 
-def _loss_key(records) -> str:
-  eval_key = "eval/validation/loss"
-  return eval_key if any(eval_key in r for r in records) else "loss"
+def _as_runs(runs: str | Sequence[Any]) -> list[runs_lib.Run]:
+  """Runs from a root directory, a list of run directories, or Run records."""
+  if isinstance(runs, str):
+    return runs_lib.read_runs(runs)
+  out = []
+  for r in runs:
+    run = r if isinstance(r, runs_lib.Run) else runs_lib.read_run(str(r))
+    if run is not None:
+      out.append(run)
+  return out
 
 
-def curves_from_runs(runs: str | Sequence[str], key: str | None = None,
+def curves_from_runs(runs: str | Sequence[Any], key: str | None = None,
                      decay: float = 0.8) -> tuple[list[Curve], list[str]]:
-  """(curves, notes) from run dirs (a root for `find_runs`, or a list of run dirs).
+  """(curves, notes) from runs (a root directory, run directories, or `runs.Run` records).
 
-  Loss: "eval/validation/loss" if the runs logged it, else the train "loss" smoothed by
-  `smooth_loss(decay)`. A curve is cut at its first NaN/inf; runs without a config,
-  batch size or two loss points are skipped with a note. All runs must be one model (same
-  n_params): filter the run dirs first if a sweep mixes sizes.
+  Loss: the run's analysed loss (`Run.loss_key`: eval where logged, else the train loss,
+  smoothed by `smooth_loss(decay)`). A curve is cut at its first NaN/inf; runs without two
+  loss points are skipped with a note. All runs must be one model (same n_params): filter
+  the runs first if a sweep mixes sizes.
   """
-  run_dirs = rundir.find_runs(runs) if isinstance(runs, str) else list(runs)
   curves, notes, n_params = [], [], {}
-  for run in run_dirs:
-    cfg = rundir.read_config(run)
-    facts = (cfg or {}).get("facts") or {}
-    b = facts.get("batch_tokens")
-    if not isinstance(b, (int, float)) or b <= 0:
-      notes.append(f"{run}: no facts.batch_tokens in config.json; skipped")
-      continue
-    records = metrics_lib.read_metrics(run)
-    k = key or _loss_key(records)
-    steps, loss = (np.asarray(v, float) for v in metrics_lib.series(records, k))
+  for run in _as_runs(runs):
+    k = key or run.loss_key
+    steps, loss = (np.asarray(v, float) for v in metrics_lib.series(run.records, k))
     bad = np.nonzero(~np.isfinite(loss))[0]
     if bad.size:
-      notes.append(f"{run}: {k} is non-finite from step {int(steps[bad[0]])}; curve cut there")
+      notes.append(f"{run.path}: {k} is non-finite from step {int(steps[bad[0]])}; curve cut "
+                   "there")
       steps, loss = steps[:bad[0]], loss[:bad[0]]
     if steps.size < 2:
-      notes.append(f"{run}: fewer than 2 finite {k!r} points; skipped")
+      notes.append(f"{run.path}: fewer than 2 finite {k!r} points; skipped")
       continue
-    if k == "loss":
+    if k == keys.LOSS:
       loss = smooth_loss(loss, decay)
-    n_params[run] = facts.get("n_params")
-    curves.append(Curve(float(b), steps, loss, name=run))
+    n_params[run.path] = run.n_params
+    curves.append(Curve(run.batch_tokens, steps, loss, name=str(run.path)))
   if len(set(n_params.values())) > 1:
     sizes = sorted(set(map(str, n_params.values())))
     raise BatchSweepError(f"runs of different models (n_params {sizes}); "
                           "a batch sweep compares one model: pass only its run dirs")
   return curves, notes
-
-
-@dataclasses.dataclass
-class GnsCurve:
-  """B_simple (tokens) from a run's GNS EMAs against the loss at the same steps."""
-  name: str
-  batch_tokens: float
-  loss: np.ndarray
-  b_simple_tokens: np.ndarray
-
-
-def gns_from_runs(runs: str | Sequence[str], key: str | None = None,
-                  decay: float = 0.8) -> list[GnsCurve]:
-  """Each run's gns/b_simple_tokens against its loss curve (as in `curves_from_runs`),
-  interpolated at the GNS steps; non-positive or non-finite B_simple points are left out."""
-  run_dirs = rundir.find_runs(runs) if isinstance(runs, str) else list(runs)
-  out = []
-  for run in run_dirs:
-    facts = (rundir.read_config(run) or {}).get("facts") or {}
-    records = metrics_lib.read_metrics(run)
-    k = key or _loss_key(records)
-    ls, lv = (np.asarray(v, float) for v in metrics_lib.series(records, k))
-    gs, gv = (np.asarray(v, float) for v in metrics_lib.series(records, B_SIMPLE_KEY))
-    ok_l = np.isfinite(lv)
-    ls, lv = ls[ok_l], lv[ok_l]
-    if ls.size < 2 or gs.size == 0:
-      continue
-    if k == "loss":
-      lv = smooth_loss(lv, decay)
-    ok = np.isfinite(gv) & (gv > 0) & (gs >= ls[0]) & (gs <= ls[-1])
-    if not ok.any():
-      continue
-    out.append(GnsCurve(name=run, batch_tokens=float(facts.get("batch_tokens") or 0.0),
-                        loss=np.interp(gs[ok], ls, lv), b_simple_tokens=gv[ok]))
-  return out

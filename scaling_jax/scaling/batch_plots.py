@@ -8,7 +8,6 @@ Agg). Every data artist has a gid ("measured:<loss>", "fit:<loss>", "b_crit", "p
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import matplotlib
 import numpy as np
@@ -16,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, ScalarFormatter
 
 from scaling_jax.scaling import batch as batch_lib
+from scaling_jax.scaling import bcrit as bcrit_lib
 
 
 def _new_axes(ax):
@@ -52,9 +52,10 @@ def plot_steps_vs_examples(result: batch_lib.BatchSweepResult, ax=None, n_points
 
 
 def plot_b_crit_vs_loss(result: batch_lib.BatchSweepResult,
-                        gns: Sequence[batch_lib.GnsCurve] = (), ax=None, kaplan: bool = True):
+                        gns: bcrit_lib.GnsPoints | None = None, ax=None, kaplan: bool = True):
   """B_crit per level (95% bars) from the sweep, the fitted power law, each run's GNS
-  B_simple against its loss, and Kaplan's B_*=2e8, α_B=0.21 for reference; log-log."""
+  B_simple against its loss (the readings `bcrit` keeps), and Kaplan's B_*=2e8, α_B=0.21
+  for reference; log-log."""
   fig, ax = _new_axes(ax)
   loss = np.array([lv.loss for lv in result.levels])
   bc = np.array([lv.b_crit for lv in result.levels])
@@ -66,11 +67,13 @@ def plot_b_crit_vs_loss(result: batch_lib.BatchSweepResult,
                        label="B_crit from batch sweep")
     cont.lines[0].set_gid("b_crit")
   cmap = matplotlib.colormaps["plasma"]
-  for i, g in enumerate(gns):
-    ax.plot(g.loss, g.b_simple_tokens, "-", color=cmap(0.15 + 0.7 * i / max(len(gns) - 1, 1)),
-            alpha=0.7, lw=1, gid=f"gns:{g.name}",
-            label="B_simple (GNS) per run" if i == 0 else None)
-    losses.extend(np.asarray(g.loss).tolist())
+  names = [] if gns is None else list(dict.fromkeys(gns.run[gns.kept]))
+  for i, name in enumerate(names):
+    m = (gns.run == name) & gns.kept
+    ax.plot(gns.loss[m], gns.b_simple[m], "-",
+            color=cmap(0.15 + 0.7 * i / max(len(names) - 1, 1)), alpha=0.7, lw=1,
+            gid=f"gns:{name}", label="B_simple (GNS) per run" if i == 0 else None)
+    losses.extend(gns.loss[m].tolist())
   if losses:
     grid = np.geomspace(min(losses), max(losses), 100)
     if result.power_law is not None:
@@ -94,7 +97,7 @@ def plot_b_crit_vs_loss(result: batch_lib.BatchSweepResult,
 
 
 def save_batch_figures(result: batch_lib.BatchSweepResult, out_dir: str,
-                       gns: Sequence[batch_lib.GnsCurve] = ()) -> list[str]:
+                       gns: bcrit_lib.GnsPoints | None = None) -> list[str]:
   """Writes steps_vs_examples.png and b_crit_vs_loss.png to `out_dir`; returns the paths."""
   os.makedirs(out_dir, exist_ok=True)
   paths = []

@@ -1,4 +1,10 @@
-"""`scaling-jax fit RUNS_OR_TABLE --law L_N_Smin`: fit a law, print it, write report + plots."""
+"""`scaling-jax fit RUNS_OR_TABLE --law L_N_Smin`: fit a law, print it, write report + plots.
+
+On a directory with the default law L_N_Smin this runs the study analysis
+(`scaling.study.analyze_study`), the same one `scaling-jax report` renders, so the two print
+identical fitted values and frontier. Other laws and table files fit the table that
+`study.study_table` builds, with S_min and C_min from the same B_crit(L) chooser.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +12,32 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 from scaling_jax import rundir
+from scaling_jax.scaling import bcrit as bcrit_lib
 from scaling_jax.scaling import fit as fit_lib
-from scaling_jax.scaling import frontier as frontier_lib
-from scaling_jax.scaling import laws, runs
+from scaling_jax.scaling import laws, resample, study
 from scaling_jax.scaling.laws import FitError
 
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="scaling-jax fit",
-      description="Fit a scaling law to run directories or a CSV/JSON table "
-                  "(columns run, N, B, S, D, C, L).")
+      description="Fit a scaling law to run directories or a CSV/JSON table with columns "
+                  "run, N, B, S, D, C, L (S_min and C_min are derived by --b-crit; "
+                  "--b-crit gns on a table also needs a B_simple column).")
   p.add_argument("source", help="a sweep/run directory, or a .csv/.json table")
   p.add_argument("--law", default="L_N_Smin", help=f"one of {sorted(laws.LAWS)}")
   p.add_argument("--out", default=None, help="output directory (default: SOURCE_fit/)")
   p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (0: none)")
+  p.add_argument("--resample", default="auto", choices=("auto",) + resample.MODES,
+                 help="bootstrap resampling: auto = parametric (run offsets + AR(1) noise) "
+                      "for learning curves, points for tables of independent points")
   p.add_argument("--holdout", action="store_true",
                  help="also fit without the largest N and report the extrapolation error")
-  p.add_argument("--b-crit", choices=("gns", "kaplan", "none"), default="gns",
-                 help="B_crit(L) for S_min/C_min: the runs' GNS, Kaplan's fit, or no adjustment")
+  p.add_argument("--b-crit", default="gns", metavar="{gns,sweep,kaplan,none,NUMBER}",
+                 help="B_crit(L) for S_min, C_min and the frontier: the law fitted to the "
+                      "runs' pooled GNS (default; tables: their B_simple column), a "
+                      "batch-size sweep, Kaplan's, no adjustment, or a constant in tokens")
   p.add_argument("--delta", type=float, default=fit_lib.DEFAULT_DELTA, help="Huber delta")
   p.add_argument("--grid", type=int, default=1000, help="number of start points")
   p.add_argument("--points", type=int, default=32, help="points kept per learning curve")
@@ -37,87 +47,80 @@ def parser() -> argparse.ArgumentParser:
   return p
 
 
-def load(source: str, b_crit: str, points: int, last_only: bool, warnings: list[str]):
-  """The table from a CSV/JSON file or from run directories."""
-  if os.path.isfile(source):
-    return runs.read_table(source)
-  if not os.path.isdir(source):
-    raise FitError(f"{source!r} is neither a table file nor a directory")
-  return runs.runs_table(source, b_crit=b_crit, points=points, last_only=last_only,
-                         warnings=warnings)
-
-
-def _frontier_report(result, table, b_crit: str, out: str, plots: bool) -> dict | None:
-  """For L_N_Smin: fit B_crit(L) to the GNS points (or use Kaplan's) and trace the frontier."""
-  bc_rows = {"L": np.asarray(table.get("L", [])), "B_crit": np.asarray(table.get("B_crit", []))}
-  bc_fit, source = frontier_lib.KAPLAN_B_CRIT, "kaplan (Eq. 5.3)"
-  if b_crit == "gns" and len(bc_rows["L"]) and np.isfinite(bc_rows["B_crit"]).sum() > 3:
-    try:
-      bc_fit = fit_lib.fit_law("B_crit", bc_rows, drop_invalid=True, delta=0.1, grid=256)
-      source = "B_crit law fitted to the runs' gns/b_simple_tokens"
-    except FitError as e:
-      source = f"kaplan (Eq. 5.3); fitting the GNS points failed: {e}"
-  c = np.geomspace(1e15, 1e24, 19)
-  front = frontier_lib.frontier(result, bc_fit, c)
-  closed = frontier_lib.closed_form_at(result, bc_fit, c)
-  if plots:
-    from scaling_jax.scaling import plots as plots_lib
-    plots_lib.plot_frontier(front, os.path.join(out, "frontier.png"), closed)
-  bc_params = bc_fit.params if hasattr(bc_fit, "params") else bc_fit
-  return {"b_crit_source": source, "b_crit_params": bc_params,
-          "closed_form": frontier_lib.closed_form(result, bc_fit),
-          "fitted_exponents": frontier_lib.fitted_exponents(front),
-          "numerical": {k: np.asarray(v).tolist() for k, v in front.items()}}
-
-
 def main(argv: list[str] | None = None) -> int:
   args = parser().parse_args(argv)
   warnings: list[str] = []
+  holdout = None
   try:
     law = laws.get_law(args.law)
-    table = load(args.source, args.b_crit, args.points, args.last_only, warnings)
-    out = args.out or os.path.normpath(args.source).rstrip(os.sep) + "_fit"
-    os.makedirs(out, exist_ok=True)
-    kw = dict(bootstrap=args.bootstrap, delta=args.delta, grid=args.grid, seed=args.seed,
-              drop_invalid=True)
-    result = fit_lib.fit_law(law, table, **kw)
-    holdout = fit_lib.holdout_error(law, table, **kw) if args.holdout else None
+    spec = bcrit_lib.parse_spec(args.b_crit)
+    out = (args.out or str(args.source).rstrip("/") + "_fit").rstrip("/")
+    fit_kw = dict(delta=args.delta, grid=args.grid, resample=args.resample)
+    front = None
+    if law.name == "L_N_Smin" and rundir.is_dir(args.source) and not args.last_only:
+      a = study.analyze_study(args.source, b_crit=spec, bootstrap=args.bootstrap,
+                              seed=args.seed, points=args.points, heldout=args.holdout,
+                              compare=(), **fit_kw)
+      if a.fit is None:
+        raise FitError("; ".join(a.notes[-2:]))
+      result, table, b_law, front = a.fit, a.table, a.b_crit, a.frontier
+      warnings += a.notes
+      if a.main_heldout is not None:
+        holdout = a.main_heldout.to_dict()
+    else:
+      adjust = bool({"S_min", "C_min"} & set(law.inputs))
+      table, b_law = study.study_table(args.source, spec, points=args.points,
+                                       last_only=args.last_only, bootstrap=args.bootstrap,
+                                       seed=args.seed, adjust=adjust, warnings=warnings)
+      result = fit_lib.fit_law(law, table, bootstrap=args.bootstrap, seed=args.seed,
+                               drop_invalid=True, **fit_kw)
+      if law.name == "L_N_Smin" and b_law.adjusts and "C_min" in table:
+        try:
+          front = study.compute_frontier(result, b_law, study.frontier_budgets(table))
+        except (FitError, OverflowError, FloatingPointError, ValueError) as e:
+          warnings.append(f"frontier not computed from this fit ({type(e).__name__}: {e})")
+      if args.holdout:
+        h = fit_lib.holdout_error(law, table, bootstrap=args.bootstrap, seed=args.seed,
+                                  drop_invalid=True, **fit_kw)
+        holdout = {k: v for k, v in h.items() if k != "fit"}
+    rundir.makedirs(out)
     report = result.to_dict()
-    report["source"] = os.path.abspath(args.source)
-    report["b_crit"] = args.b_crit
-    report["input_warnings"] = warnings
+    source = args.source if rundir.is_remote(args.source) else os.path.abspath(args.source)
+    report.update({"source": source, "b_crit": b_law.to_dict(),
+                   "input_warnings": warnings})
     if holdout:
-      report["holdout"] = {k: v for k, v in holdout.items() if k != "fit"}
-      report["holdout"]["fit_params"] = holdout["fit"].params
-    if law.name == "L_N_Smin":
-      try:
-        report["frontier"] = _frontier_report(result, table, args.b_crit, out, not args.no_plots)
-      except (FitError, OverflowError, FloatingPointError, ValueError) as e:
-        warnings.append(f"frontier not computed from this fit ({type(e).__name__}: {e}); the "
-                        "fitted exponents are too far from a usable regime, see the table")
+      report["holdout"] = holdout
+    if front:
+      report["frontier"] = front
     if not args.no_plots:
       from scaling_jax.scaling import plots as plots_lib
-      report["plots"] = [plots_lib.plot_fit(result, table, os.path.join(out, f"fit_{law.name}.png"),
-                                            holdout=holdout)]
-      if "frontier" in report:
-        report["plots"].append(os.path.join(out, "frontier.png"))
-    rundir.write_json_atomic(os.path.join(out, "fit_report.json"), report)
-  except FitError as e:
+      report["plots"] = [plots_lib.plot_fit(result, table, f"{out}/fit_{law.name}.png")]
+      if front:
+        path = f"{out}/frontier.png"
+        plots_lib.plot_frontier(front["points"], path, front.get("closed_form_points"))
+        report["plots"].append(path)
+    rundir.write_json_atomic(f"{out}/fit_report.json", report)
+  except (FitError, rundir.RemoteBackendError) as e:
     print(f"scaling-jax fit: {e}", file=sys.stderr)
     return 2
+  print(f"B_crit(L): {b_law.description}")
   print(result.table())
   for w in warnings:
     print(f"input: {w}")
-  if holdout:
+  if holdout and "rms_rel_error" in holdout:
+    print(f"holdout ({holdout['run']}, N={holdout['N']:.4g}): {100 * holdout['rms_rel_error']:.2f}% "
+          f"RMS over {holdout['n_points']} points, {100 * holdout['final_rel_error']:+.2f}% at "
+          f"the end")
+  elif holdout:
     print(f"holdout (largest {holdout['column']}={holdout['held_out_value']:.4g}): mean |rel "
           f"error| {holdout['mean_abs_rel_error']:.3%}, max {holdout['max_abs_rel_error']:.3%} "
           f"over {holdout['n_test']} points")
-  if "frontier" in report:
-    cf = report["frontier"]["closed_form"]
-    print(f"frontier ({report['frontier']['b_crit_source']}): alpha_C_min={cf['alpha_C_min']:.4f}, "
-          f"N_opt ~ C^{cf['p_N']:.3f}, S_min ~ C^{cf['p_S']:.3f}, B ~ C^{cf['p_B']:.3f}, "
-          f"loss ratio {cf['loss_ratio']:.3f}")
-  print(f"report: {os.path.join(out, 'fit_report.json')}")
+  if front:
+    ex = front.get("closed_form") or front["exponents"]
+    print(f"frontier ({front['b_crit_source']}): alpha_C_min={ex['alpha_C_min']:.4f}, "
+          f"N_opt ~ C^{ex['p_N']:.3f}, S_min ~ C^{ex['p_S']:.3f}, B ~ C^{ex['p_B']:.3f}"
+          + (f", loss ratio {ex['loss_ratio']:.3f}" if "loss_ratio" in ex else ""))
+  print(f"report: {out}/fit_report.json")
   return 0
 
 

@@ -4,8 +4,11 @@ The objective is Hoffmann et al.'s: sum_i Huber_delta(log f(x_i; p) - log y_i), 
 p = exp(theta) so every parameter stays positive. A quasi-random grid of starts is scored
 at once with vmap, the best `top_k` are refined with optax's L-BFGS (zoom line search)
 in one vmapped, jit-compiled while-loop, and the lowest objective wins. Bootstrap
-intervals refit the law on multinomial resamples (as row weights, so every resample has
-the same shape) with the same solver vmapped over resamples, warm-started at the fit.
+intervals refit the law on resamples -- row weights and/or simulated log y, so every
+resample has the same shape -- with the same solver vmapped over resamples, warm-started
+at the fit. How the resamples are drawn (`scaling.resample`): independent points for
+tables of independent points, and for learning curves (several rows per run) a parametric
+bootstrap with run offsets and AR(1) noise, whose coverage bench/bench_coverage.py measures.
 
 Precision: everything runs in float64 under the `jax.enable_x64(True)` context manager,
 entered only inside this module's public functions, so the global jax config (and a
@@ -27,6 +30,7 @@ import optax
 import optax.tree_utils as otu
 
 from scaling_jax import rundir
+from scaling_jax.scaling import resample as resample_lib
 from scaling_jax.scaling.laws import FitError, Law, get_law
 
 __all__ = ["FitError", "FitResult", "Prediction", "fit_law", "fit_batch", "holdout_error",
@@ -102,6 +106,8 @@ class _Solver:
         max_linesearch_steps=12, initial_guess_strategy="one"))
     self.fit = jax.jit(self._fit)
     self.refine = jax.jit(jax.vmap(self._refine, in_axes=(0, None, None, 0, None)))
+    # One refit per bootstrap resample (its log y and row weights), warm-started at the fit.
+    self.refit_many = jax.jit(jax.vmap(self._refine, in_axes=(None, None, 0, 0, None)))
     self.fit_and_bootstrap = jax.jit(
         jax.vmap(self._fit_and_bootstrap, in_axes=(None, None, 0, 0, None, None)),
         static_argnums=(5,))
@@ -198,14 +204,6 @@ class _Key:
 
 def _solver(law: Law, max_iter: int = 500, top_k: int = 8, memory: int = 10) -> _Solver:
   return _solver_cached(id(law), _Key(law), max_iter, top_k, memory)
-
-
-def _bootstrap_fn(solver: _Solver, n_boot: int):
-  key = ("boot", n_boot)
-  if key not in solver.__dict__:
-    solver.__dict__[key] = jax.jit(
-        lambda t, x, y, w, k, d: solver._bootstrap(t, x, y, w, k, d, n_boot))
-  return solver.__dict__[key]
 
 
 # ------------------------------------------------------------------------------ tables
@@ -331,14 +329,23 @@ class FitResult:
   unidentifiable: list[str] = dataclasses.field(default_factory=list)
   warnings: list[str] = dataclasses.field(default_factory=list)
   rows: np.ndarray | None = None  # indices of the table rows the fit used
+  resample: str | None = None  # how the bootstrap resampled (scaling.resample)
+  noise: resample_lib.NoiseModel | None = None  # residual model, when rows have runs
   _law: Law | None = dataclasses.field(default=None, repr=False)
 
   @property
   def law_obj(self) -> Law:
     return self._law if self._law is not None else get_law(self.law)
 
-  def predict(self, inputs: Any, level: float | None = None) -> Prediction:
-    """Law prediction at `inputs` (a table or dict of the law's input columns)."""
+  def predict(self, inputs: Any, level: float | None = None, band: str = "confidence",
+              seed: int = 0) -> Prediction:
+    """Law prediction at `inputs` (a table or dict of the law's input columns).
+
+    band: "confidence" (the bootstrap spread of the law itself) or "prediction" (where
+    a new run's observed curve at `inputs` should fall: each bootstrap law times the noise
+    of an unseen run -- an offset and AR(1) noise, `noise` -- drawn afresh; needs a fit
+    whose rows had runs).
+    """
     law = self.law_obj
     cols = as_table(inputs)
     missing = [c for c in law.inputs if c not in cols]
@@ -353,6 +360,15 @@ class FitResult:
       if self.samples is not None and len(self.samples):
         s = jnp.asarray(self.samples, jnp.float64)
         pred_BN = jax.vmap(lambda row: law({k: row[i] for i, k in enumerate(law.params)}, x))(s)
+        if band == "prediction":
+          if self.noise is None:
+            raise FitError("a prediction band needs a fit of learning curves with a run "
+                           "column (the noise of a new run); use band='confidence'")
+          new_BN = self.noise.new_run(pred_BN.shape[1], pred_BN.shape[0],
+                                      np.random.default_rng(seed))
+          pred_BN = pred_BN * jnp.exp(jnp.asarray(new_BN))
+        elif band != "confidence":
+          raise FitError(f"band={band!r} is not 'confidence' or 'prediction'")
         q = 100 * (1 - level) / 2
         lo, hi = np.asarray(jnp.nanpercentile(pred_BN, jnp.array([q, 100 - q]), axis=0))
     return Prediction(value, lo, hi, level)
@@ -371,6 +387,7 @@ class FitResult:
         "n_starts_agree": self.n_starts_agree, "bootstrap": self.bootstrap,
         "bootstrap_converged": self.bootstrap_converged,
         "unidentifiable": self.unidentifiable, "warnings": self.warnings,
+        "resample": self.resample, "noise": self.noise.to_dict() if self.noise else None,
     }
     return json.loads(json.dumps(out, default=rundir.json_default))
 
@@ -413,6 +430,46 @@ def _intervals(law: Law, theta_BP: np.ndarray, ok_B: np.ndarray, level: float):
   return intervals, samples, unident
 
 
+def _resample_mode(resample: str, groups: np.ndarray | None) -> str:
+  if resample not in ("auto",) + resample_lib.MODES:
+    raise FitError(f"resample={resample!r} is not one of auto, {', '.join(resample_lib.MODES)}")
+  curves = groups is not None and len(np.unique(groups.astype(str))) < len(groups)
+  if resample == "auto":
+    return "parametric" if curves and len(np.unique(groups.astype(str))) >= 2 else "points"
+  if resample != "points" and (groups is None or len(np.unique(groups.astype(str))) < 2):
+    raise FitError(f"resample={resample!r} needs the run of each row (a 'run' column or "
+                   "groups=) with at least 2 runs; use resample='points'")
+  return resample
+
+
+def _between_params(law: Law, x: dict[str, np.ndarray], groups: np.ndarray) -> int:
+  """Parameters fitted from between-run differences: 2 (a power law's scale and exponent)
+  for each input that is constant within every run (N for learning curves)."""
+  g, n_groups = resample_lib.group_index(groups)
+  const = [c for c in law.inputs
+           if all(np.ptp(np.asarray(x[c])[:len(g)][g == k]) == 0 for k in range(n_groups))]
+  return 2 * len(const)
+
+
+def _resamples(mode: str, n_boot: int, rng: np.random.Generator, logpred_N: np.ndarray,
+               logy_N: np.ndarray, w_N: np.ndarray, n_active: int, groups, noise):
+  """[n_boot, N] log y and weights of the bootstrap resamples (padded rows keep weight 0)."""
+  n = len(logy_N)
+  w_BN = np.zeros((n_boot, n))
+  logy_BN = np.broadcast_to(logy_N, (n_boot, n)).copy()
+  act = slice(0, n_active)
+  if mode == "points":
+    w_BN[:, act] = resample_lib.point_weights(n_active, n_boot, rng)
+  elif mode == "runs":
+    w_BN[:, act] = resample_lib.run_weights(groups, n_boot, rng)
+  elif mode == "blocks":
+    w_BN[:, act] = resample_lib.block_weights(groups, n_boot, rng)
+  else:  # parametric: the fitted law plus simulated run offsets and AR(1) noise
+    w_BN[:, act] = 1.0
+    logy_BN[:, act] = logpred_N[act] + noise.draw(groups, n_boot, rng)
+  return logy_BN, w_BN * w_N[None, :]
+
+
 # ------------------------------------------------------------------------------ API
 
 
@@ -420,7 +477,7 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
             level: float = 0.95, grid: int | np.ndarray = 1000, top_k: int = 8,
             max_iter: int = 500, seed: int = 0, drop_invalid: bool = False,
             dedupe: bool = True, require_convergence: bool = True,
-            weights: Any = None) -> FitResult:
+            weights: Any = None, resample: str = "auto", groups: Any = None) -> FitResult:
   """Fits `law` to `table` (columns incl. the law's inputs and output) and bootstraps.
 
   Args:
@@ -437,6 +494,11 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
     require_convergence: raise FitError if the best fit did not converge.
     weights: optional per-row weights (0 leaves a row out, e.g. a held-out set); the
       bootstrap resamples the rows with weight > 0.
+    resample: how the bootstrap resamples (`scaling.resample`): "points", "runs",
+      "blocks" or "parametric"; "auto" (default) is "parametric" for learning curves (a
+      table whose `groups` hold several rows per run, e.g. from runs.learning_table) and
+      "points" for tables of independent points. bench/bench_coverage.py measures them.
+    groups: the run of each row (default: the table's "run" column).
   """
   law = get_law(law)
   if not delta > 0:
@@ -445,6 +507,10 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
     raise FitError(f"level must be in (0, 1), got {level}")
   x, y, w, rows, warnings = _prepare(law, table, drop_invalid, dedupe, weights)
   n_points, rows = int(np.sum(w > 0)), rows[w > 0]
+  if groups is None:
+    groups = as_table(table).get("run")
+  groups = None if groups is None else np.asarray(groups, dtype=object)[rows]
+  resample = _resample_mode(resample, groups)
   x, y, w = _pad(x, y, w)
   if isinstance(grid, (int, np.integer)):
     grid_GP = start_grid(law, int(grid))
@@ -463,10 +529,16 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
     out = solver.fit(jnp.asarray(grid_GP), xj, logy, wj, d)
     out = jax.tree.map(np.asarray, out)
     theta = out["theta"]
-    boot_theta = boot_ok = None
+    boot_theta = boot_ok = noise = None
+    if groups is not None and len(np.unique(groups.astype(str))) >= 2:
+      resid_N = np.asarray(logy - law.log_predict(jnp.asarray(theta), xj))[:n_points]
+      noise = resample_lib.NoiseModel.estimate(resid_N, groups, _between_params(law, x, groups))
     if bootstrap:
-      boot = _bootstrap_fn(solver, int(bootstrap))
-      boot_theta, boot_ok = boot(jnp.asarray(theta), xj, logy, wj, jax.random.key(seed), d)
+      logy_BN, w_BN = _resamples(resample, int(bootstrap), np.random.default_rng(seed),
+                                 np.asarray(law.log_predict(jnp.asarray(theta), xj)),
+                                 np.asarray(logy), np.asarray(w), n_points, groups, noise)
+      boot_theta, _, _, _, boot_ok = solver.refit_many(jnp.asarray(theta), xj,
+                                                       jnp.asarray(logy_BN), jnp.asarray(w_BN), d)
       boot_theta, boot_ok = np.asarray(boot_theta), np.asarray(boot_ok)
   converged = bool(out["converged"])
   if not converged and require_convergence:
@@ -502,7 +574,8 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
       n_iter=int(out["n_iter"]), grad_norm=float(out["grad_norm"]), n_starts=len(grid_GP),
       n_starts_agree=int(out["n_starts_agree"]), bootstrap=int(bootstrap),
       bootstrap_converged=n_boot_ok, samples=samples, unidentifiable=unident,
-      warnings=warnings, rows=rows, _law=law)
+      warnings=warnings, rows=rows, resample=resample if bootstrap else None, noise=noise,
+      _law=law)
 
 
 def fit_batch(law: str | Law, inputs: Mapping[str, Any], y_SN: Any, *, bootstrap: int = 0,

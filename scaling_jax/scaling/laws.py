@@ -18,6 +18,7 @@ import dataclasses
 from typing import Callable, Mapping
 
 import jax.numpy as jnp
+import numpy as np
 
 Array = jnp.ndarray
 
@@ -128,3 +129,22 @@ register(Law("B_crit", ("B_star", "alpha_B"), ("L",),
              {"B_star": (1e2, 1e14), "alpha_B": (0.05, 2.0)}, output="B_crit",
              doc="B_crit(L) = B_* / L^(1/alpha_B)  (Kaplan Eq. 5.3; tokens)"))
 
+
+
+# --- critical-batch adjustments (Kaplan et al. 2020 §5.1, after McCandlish et al. 2018)
+
+def s_min(steps, batch_tokens, b_crit_tokens):
+  """Minimum steps to reach the same loss: S / (1 + B_crit/B)."""
+  steps, b, bc = np.asarray(steps, float), np.asarray(batch_tokens, float), np.asarray(b_crit_tokens, float)
+  return steps / (1.0 + bc / b)
+
+
+def c_min(compute, batch_tokens, b_crit_tokens):
+  """Minimum compute to reach the same loss: C / (1 + B/B_crit)."""
+  c, b, bc = np.asarray(compute, float), np.asarray(batch_tokens, float), np.asarray(b_crit_tokens, float)
+  return c / (1.0 + b / bc)
+
+
+def b_crit_kaplan(loss, b_star=2e8, alpha_b=0.21):
+  """Kaplan's B_crit(L) = B_* / L^(1/alpha_B) in tokens (Eq. 5.3), loss in nats."""
+  return b_star / np.asarray(loss, float) ** (1.0 / alpha_b)

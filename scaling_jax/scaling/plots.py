@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Any
 
 import numpy as np
 
+from scaling_jax import rundir
 from scaling_jax.scaling.fit import FitResult, as_table
+
+
+def save(fig, path: str, dpi: int = 110, **kw) -> None:
+  """Writes a figure as PNG to a local or remote path (through `rundir`)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi, **kw)
+  rundir.write_bytes(path, buf.getvalue())
 
 
 def _pyplot():
@@ -85,8 +93,7 @@ def plot_fit(result: FitResult, table: Any, path: str, *, extrapolate: float = 1
   ax2.set_title(f"{law.name}: objective {result.objective:.4g}", fontsize=9)
   fig.suptitle(law.doc, fontsize=9)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
+  save(fig, path)
   plt.close(fig)
   return path
 
@@ -105,6 +112,6 @@ def plot_frontier(front: dict, path: str, closed: dict | None = None) -> str:
   ax.legend(fontsize=8)
   ax.set_title("compute-efficient frontier (dashed: App. B closed form)", fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  save(fig, path)
   plt.close(fig)
   return path

@@ -1,36 +1,199 @@
-"""Run directories -> the fitter's table (columns run, N, B, S, D, C, L, B_crit, S_min, C_min).
+"""The one run reader: run directories -> typed `Run` records -> the fitter's table.
 
-One row per kept point of each run's learning curve: warmup steps dropped, the curve
-subsampled evenly in log-steps. The loss is the eval loss `eval/validation/loss` where
-the run logged it, else the train `loss`. S_min and C_min adjust each point to the
-critical batch (Kaplan §5.1): B_crit(L) from the run's GNS (`gns/b_simple_tokens`),
-from Kaplan's fit B_* / L^(1/alpha_B), or from a callable the user gives.
+`read_run(dir)` returns a `Run`: the run's static facts from config.json (N, B, n_ctx,
+steps, warmup, shape), its status, and its logged series (eval and train loss, GNS, LR,
+tokens, FLOPs) from metrics.jsonl. Which loss a scaling analysis fits is decided here,
+once: the eval loss `eval/validation/loss` where the run logged it, else the train `loss`
+(`Run.loss`). Every command that reads runs (fit, report, demo, sweep summaries, the
+batch analysis, the experiments) goes through this module.
+
+`learning_table(runs, b_crit_fn)` turns runs into the fitter's table, one row per kept point
+of each learning curve (columns run, N, B, S, D, C, L, B_crit, S_min, C_min): warmup dropped,
+the curve subsampled evenly in log-steps, and each point adjusted to the critical batch
+(Kaplan §5.1) with one B_crit(L) function chosen by `scaling.bcrit.choose_b_crit`.
 Tables also read from / write to CSV or JSON (`read_table`, `write_table`).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import json
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from scaling_jax import metric_keys as keys
 from scaling_jax import metrics as metrics_lib
 from scaling_jax import rundir
-from scaling_jax.scaling.batch import b_crit_kaplan, c_min, s_min
-from scaling_jax.scaling.laws import FitError
+from scaling_jax.scaling.laws import FitError, c_min, s_min
 
 COLUMNS = ("run", "N", "B", "S", "D", "C", "L", "B_crit", "S_min", "C_min")
-EVAL_KEY = "eval/validation/loss"
-TRAIN_KEY = "loss"
-GNS_KEY = "gns/b_simple_tokens"
-BCritSpec = str | Callable[[np.ndarray], np.ndarray] | None
+BCritFn = Callable[[np.ndarray], np.ndarray]
 
 
-def _log_subsample(steps: np.ndarray, n: int) -> np.ndarray:
+@dataclasses.dataclass
+class Run:
+  """One run directory: config facts, status and the logged metrics records."""
+  path: str
+  config: dict[str, Any]
+  facts: dict[str, Any]
+  records: list[dict[str, Any]]
+  status: str
+  versions: dict[str, Any] | None = None
+  devices: dict[str, Any] | None = None
+
+  @property
+  def name(self) -> str:
+    return os.path.basename(os.path.normpath(str(self.path)))
+
+  @property
+  def n_params(self) -> float:
+    """Non-embedding parameters N (Kaplan's convention)."""
+    return float(self.facts["n_params"])
+
+  @property
+  def n_total(self) -> float:
+    return float(self.facts.get("n_params_total", math.nan))
+
+  @property
+  def batch_tokens(self) -> float:
+    return float(self.facts["batch_tokens"])
+
+  @property
+  def arch(self) -> str:
+    return self.facts.get("arch") or self.model.get("arch", "transformer")
+
+  @property
+  def model(self) -> dict[str, Any]:
+    return self.config.get("model", {})
+
+  @property
+  def warmup_steps(self) -> int:
+    return int(self.config.get("optim", {}).get("warmup_steps", 0) or 0)
+
+  @property
+  def num_steps(self) -> int | None:
+    return self.facts.get("num_steps")
+
+  @property
+  def flops_per_token(self) -> float:
+    return float(self.facts.get("flops_per_token", 6.0 * self.n_params))
+
+  @property
+  def time_s(self) -> float:
+    return max([float(r.get(keys.TIME_S, 0.0)) for r in self.records] or [0.0])
+
+  @property
+  def loss_key(self) -> str:
+    """The loss the scaling analysis fits: the eval loss where logged, else the train loss."""
+    return keys.EVAL_LOSS if any(keys.EVAL_LOSS in r for r in self.records) else keys.LOSS
+
+  def series(self, key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of `key` (default: `loss_key`), finite values only."""
+    s, v = (np.asarray(x, float) for x in metrics_lib.series(self.records, key or self.loss_key))
+    ok = np.isfinite(v)
+    return s[ok], v[ok]
+
+  @property
+  def loss(self) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, loss) of the analysed loss curve (`loss_key`)."""
+    return self.series()
+
+  @property
+  def b_simple(self) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, B_simple in tokens), positive values only (the GNS EMA ratio)."""
+    s, v = self.series(keys.B_SIMPLE_TOKENS)
+    return s[v > 0], v[v > 0]
+
+  def final(self, key: str | None = None) -> float:
+    """The last logged value of `key` (NaN if never logged)."""
+    _, v = self.series(key)
+    return float(v[-1]) if len(v) else math.nan
+
+  def best(self, key: str | None = None) -> float:
+    """The lowest logged value (early stopping on the eval loss)."""
+    _, v = self.series(key)
+    return float(v.min()) if len(v) else math.nan
+
+  def value_at(self, key: str, step: float) -> float:
+    """`key` at the logged step nearest to `step`."""
+    s, v = self.series(key)
+    return float(v[np.abs(s - step).argmin()]) if len(v) else math.nan
+
+  def at_steps(self, key: str, steps: np.ndarray, default: Callable[[np.ndarray], np.ndarray]
+               ) -> np.ndarray:
+    """`key` at each of `steps` where a record of that step has it, else `default(steps)`."""
+    by_step = {int(r[keys.STEP]): r for r in self.records}
+    fallback = default(np.asarray(steps, float))
+    return np.array([float(by_step.get(int(s), {}).get(key, f)) for s, f in zip(steps, fallback)])
+
+  def tokens_at(self, steps: np.ndarray) -> np.ndarray:
+    return self.at_steps(keys.TOKENS, steps, lambda s: s * self.batch_tokens)
+
+  def flops_at(self, steps: np.ndarray) -> np.ndarray:
+    return self.at_steps(keys.FLOPS, steps,
+                         lambda s: self.flops_per_token * s * self.batch_tokens)
+
+  def lr_at(self, steps: np.ndarray) -> np.ndarray:
+    """The learning rate at `steps` (interpolated between logged records; NaN if not logged)."""
+    s, v = self.series(keys.LR)
+    if not len(s):
+      return np.full(np.shape(steps), np.nan)
+    return np.interp(np.asarray(steps, float), s, v)
+
+
+def read_run(path: str, warnings: list[str] | None = None) -> Run | None:
+  """The run at `path`, or None (with a warning) if its config.json lacks the facts the
+  analysis needs (n_params, batch_tokens) or it logged no metrics."""
+  warnings = [] if warnings is None else warnings
+  cfg = rundir.read_config(path)
+  facts = (cfg or {}).get("facts") if isinstance(cfg, dict) else None
+  if not isinstance(facts, dict) or not facts.get("n_params") or not facts.get("batch_tokens"):
+    warnings.append(f"{path}: no readable config.json with facts n_params and batch_tokens; "
+                    "skipped")
+    return None
+  records = metrics_lib.read_metrics(path)
+  if not records:
+    warnings.append(f"{path}: no metrics logged yet; skipped")
+    return None
+  return Run(path=path, config=cfg.get("config") or {}, facts=facts, records=records,
+             status=rundir.read_status(path)["status"], versions=cfg.get("versions"),
+             devices=cfg.get("devices"))
+
+
+def read_runs(roots: str | Sequence[str], *, statuses: tuple[str, ...] | None = None,
+              warnings: list[str] | None = None) -> list[Run]:
+  """Every readable run at or below each of `roots`, sorted by (N, name).
+
+  statuses: keep only runs whose status.json says one of these (e.g. ('finished',)).
+  Raises FitError when there is no run directory at all.
+  """
+  warnings = [] if warnings is None else warnings
+  roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+  paths = sorted({p for root in roots for p in rundir.find_runs(str(root))})
+  if not paths:
+    raise FitError(f"no run directories (with config.json) under {', '.join(map(str, roots))}; "
+                   "pass a sweep directory, a run directory, or a CSV/JSON table")
+  out = []
+  for p in paths:
+    run = read_run(p, warnings)
+    if run is None:
+      continue
+    if statuses and run.status not in statuses:
+      warnings.append(f"{p}: status {run.status!r}; skipped")
+      continue
+    out.append(run)
+  return sorted(out, key=lambda r: (r.n_params, r.name))
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def log_subsample(steps: np.ndarray, n: int) -> np.ndarray:
   """Indices of about n points spread evenly in log(step) (always keeps first and last)."""
   if n <= 0 or len(steps) <= n:
     return np.arange(len(steps))
@@ -39,128 +202,93 @@ def _log_subsample(steps: np.ndarray, n: int) -> np.ndarray:
   return np.unique(np.concatenate([[0], idx, [len(steps) - 1]]))
 
 
-def _nearest(steps_src: list[int], values: list[float], steps: np.ndarray) -> np.ndarray:
-  """The value logged at the nearest step (GNS is an EMA, logged less often than loss)."""
-  if not steps_src:
-    return np.full(len(steps), np.nan)
-  s = np.asarray(steps_src, float)
-  idx = np.abs(s[None, :] - steps[:, None]).argmin(axis=1)
-  return np.asarray(values, float)[idx]
-
-
-def run_rows(run: str, *, b_crit: BCritSpec = "gns", points: int = 32, warmup: bool = True,
-             last_only: bool = False, warnings: list[str] | None = None) -> dict[str, list]:
-  """The table rows (as columns) of one run directory; an empty dict if unusable."""
+def curve_points(run: Run, *, points: int = 32, warmup: bool = True, last_only: bool = False,
+                 warnings: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, loss) of the run's kept curve points: positive finite losses after the warmup,
+  subsampled evenly in log-steps (`points` <= 0 keeps all; last_only keeps the last)."""
   warnings = [] if warnings is None else warnings
-  name = os.path.basename(os.path.normpath(run))
-  cfg = rundir.read_config(run)
-  if not cfg or "facts" not in cfg:
-    warnings.append(f"{run}: no readable config.json with facts; skipped")
-    return {}
-  facts, config = cfg["facts"], cfg.get("config", {})
-  n, b = facts.get("n_params"), facts.get("batch_tokens")
-  if not n or not b:
-    warnings.append(f"{run}: config.json facts lack n_params or batch_tokens; skipped")
-    return {}
-  records = metrics_lib.read_metrics(run)
-  key = EVAL_KEY if any(EVAL_KEY in r for r in records) else TRAIN_KEY
-  steps_l, loss_l = metrics_lib.series(records, key)
-  by_step = {int(r["step"]): r for r in records}
-  steps, loss = np.asarray(steps_l, float), np.asarray(loss_l, float)
-  bad = ~(np.isfinite(loss) & (loss > 0))
+  s_all, l_all = (np.asarray(x, float) for x in metrics_lib.series(run.records, run.loss_key))
+  bad = ~(np.isfinite(l_all) & (l_all > 0))
   if bad.any():
-    warnings.append(f"{run}: dropped {int(bad.sum())} points with NaN/inf/non-positive {key}")
-  keep = ~bad & (steps > 0)
+    warnings.append(f"{run.path}: dropped {int(bad.sum())} points with NaN/inf/non-positive "
+                    f"{run.loss_key}")
+  keep = ~bad & (s_all > 0)
   if warmup:
-    keep &= steps > int(config.get("optim", {}).get("warmup_steps", 0) or 0)
-  steps, loss = steps[keep], loss[keep]
+    keep &= s_all > run.warmup_steps
+  steps, loss = s_all[keep], l_all[keep]
   if not len(steps):
-    warnings.append(f"{run}: no usable {key} points after warmup; skipped")
-    return {}
-  idx = [len(steps) - 1] if last_only else _log_subsample(steps, points)
-  steps, loss = steps[idx], loss[idx]
-  tokens = np.array([by_step[int(s)].get("tokens", s * b) for s in steps], float)
-  flops = np.array([by_step[int(s)].get("flops", 6.0 * n * t) for s, t in zip(steps, tokens)],
-                   float)
-  none = b_crit is None or (isinstance(b_crit, str) and b_crit == "none")
-  if none:
-    bc = np.full(len(steps), np.nan)  # no adjustment: S_min = S, C_min = C
-  elif isinstance(b_crit, str) and b_crit == "kaplan":
-    bc = b_crit_kaplan(loss)
-  elif isinstance(b_crit, str) and b_crit == "gns":
-    gs, gv = metrics_lib.series(records, GNS_KEY)
-    ok = [(s, v) for s, v in zip(gs, gv) if math.isfinite(v) and v > 0]
-    if ok:
-      bc = _nearest([s for s, _ in ok], [v for _, v in ok], steps)
-    else:
-      warnings.append(f"{run}: no positive {GNS_KEY} logged; used Kaplan's B_crit(L)")
-      bc = b_crit_kaplan(loss)
-  elif callable(b_crit):
-    bc = np.asarray(b_crit(loss), float)
-  else:
-    raise FitError(f"b_crit must be 'gns', 'kaplan', 'none' or a callable B_crit(L), "
-                   f"got {b_crit!r}")
-  return {"run": [name] * len(steps), "N": [float(n)] * len(steps), "B": [float(b)] * len(steps),
-          "S": steps.tolist(), "D": tokens.tolist(), "C": flops.tolist(), "L": loss.tolist(),
-          "B_crit": np.asarray(bc, float).tolist(),
-          "S_min": (steps if none else s_min(steps, b, bc)).tolist(),
-          "C_min": (flops if none else c_min(flops, b, bc)).tolist()}
+    return steps, loss
+  idx = [len(steps) - 1] if last_only else log_subsample(steps, points)
+  return steps[idx], loss[idx]
 
 
-def runs_table(root: str, *, b_crit: BCritSpec = "gns", points: int = 32, warmup: bool = True,
-               last_only: bool = False, statuses: tuple[str, ...] | None = None,
-               warnings: list[str] | None = None) -> dict[str, np.ndarray]:
-  """The fitter's table from every run directory at or below `root`.
+def learning_table(runs: Sequence[Run], b_crit_fn: BCritFn | None = None, *, points: int = 32,
+                   warmup: bool = True, last_only: bool = False,
+                   warnings: list[str] | None = None) -> dict[str, np.ndarray]:
+  """The fitter's table (columns COLUMNS) of the runs' learning curves.
 
-  b_crit: 'gns' (the run's gns/b_simple_tokens, Kaplan's fit where missing), 'kaplan',
-  'none' (S_min = S, C_min = C) or a callable loss -> B_crit in tokens.
-  points: about how many points per curve to keep (log-spaced steps); last_only: only the
-  final point of each run (for L(N) on converged runs). statuses: keep only runs whose
-  status.json says one of these (e.g. ('finished',)); None keeps all.
+  b_crit_fn: B_crit(L) in tokens for S_min = S/(1 + B_crit/B) and C_min = C/(1 + B/B_crit)
+  (from `bcrit.choose_b_crit`); None: no adjustment (S_min = S, C_min = C, B_crit NaN).
   """
   warnings = [] if warnings is None else warnings
-  runs = rundir.find_runs(root)
-  if not runs:
-    raise FitError(f"no run directories (with config.json) under {root!r}; pass a sweep "
-                   "directory, a run directory, or a CSV/JSON table")
   cols: dict[str, list] = {c: [] for c in COLUMNS}
   for run in runs:
-    if statuses and rundir.read_status(run)["status"] not in statuses:
-      warnings.append(f"{run}: status {rundir.read_status(run)['status']!r}; skipped")
+    steps, loss = curve_points(run, points=points, warmup=warmup, last_only=last_only,
+                               warnings=warnings)
+    if not len(steps):
+      warnings.append(f"{run.path}: no usable {run.loss_key} points after warmup; skipped")
       continue
-    rows = run_rows(run, b_crit=b_crit, points=points, warmup=warmup, last_only=last_only,
-                    warnings=warnings)
-    for c in COLUMNS:
-      cols[c].extend(rows.get(c, []))
+    b = run.batch_tokens
+    flops = run.flops_at(steps)
+    if b_crit_fn is None:
+      bc, smin, cmin = np.full(len(steps), np.nan), steps, flops
+    else:
+      bc = np.asarray(b_crit_fn(loss), float) * np.ones(len(steps))
+      smin, cmin = s_min(steps, b, bc), c_min(flops, b, bc)
+    n = len(steps)
+    for col, v in (("run", [run.name] * n), ("N", [run.n_params] * n), ("B", [b] * n),
+                   ("S", steps), ("D", run.tokens_at(steps)), ("C", flops), ("L", loss),
+                   ("B_crit", bc), ("S_min", smin), ("C_min", cmin)):
+      cols[col].extend(np.asarray(v).tolist())
   if not cols["L"]:
-    raise FitError(f"none of the {len(runs)} runs under {root!r} had usable loss points: "
+    raise FitError(f"none of the {len(runs)} runs had usable loss points: "
                    + "; ".join(warnings[:3]))
   return {c: np.asarray(v, dtype=object if c == "run" else float) for c, v in cols.items()}
 
 
+def subset(table: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+  """The rows of `table` where `mask` holds."""
+  return {k: np.asarray(v)[mask] for k, v in table.items()}
+
+
 def read_table(path: str) -> dict[str, np.ndarray]:
   """A table from CSV (header row) or JSON (list of rows, or dict of columns)."""
-  if not os.path.isfile(path):
+  if not rundir.exists(path) or rundir.is_dir(path):
     raise FitError(f"table file {path!r} does not exist")
-  if path.endswith(".json"):
-    with open(path) as f:
-      try:
-        data = json.load(f)
-      except json.JSONDecodeError as e:
-        raise FitError(f"{path}: not valid JSON ({e})") from None
+  try:
+    text = rundir.read_bytes(path).decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise FitError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the table "
+                   "as UTF-8 CSV or JSON") from None
+  if str(path).endswith(".json"):
+    try:
+      data = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise FitError(f"{path}: not valid JSON ({e})") from None
     if isinstance(data, dict) and "rows" in data:
       data = data["rows"]
     if isinstance(data, list):
-      keys = list(dict.fromkeys(k for r in data for k in r))
-      data = {k: [r.get(k, math.nan) for r in data] for k in keys}
-    if not isinstance(data, dict):
+      if not all(isinstance(r, dict) for r in data):
+        raise FitError(f"{path}: expected a list of row objects or a dict of columns")
+      keys_ = list(dict.fromkeys(k for r in data for k in r))
+      data = {k: [r.get(k, math.nan) for r in data] for k in keys_}
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
       raise FitError(f"{path}: expected a list of rows or a dict of columns")
     return {k: _column(k, v) for k, v in data.items()}
-  with open(path, newline="") as f:
-    rows = list(csv.DictReader(f))
+  rows = list(csv.DictReader(text.splitlines()))
   if not rows:
     raise FitError(f"{path}: empty CSV (expected a header row with run, N, B, S, D, C, L)")
-  return {k: _column(k, [r[k] for r in rows]) for k in rows[0]}
+  return {k: _column(k, [r[k] for r in rows]) for k in rows[0] if k is not None}
 
 
 def _column(name: str, values: list) -> np.ndarray:
@@ -172,16 +300,17 @@ def _column(name: str, values: list) -> np.ndarray:
 
 def write_table(table: dict[str, Any], path: str) -> None:
   """Writes a table as CSV (or JSON list of rows if the path ends in .json)."""
-  keys = list(table)
+  names = list(table)
   n = len(next(iter(table.values()))) if table else 0
-  rows = [{k: _plain(table[k][i]) for k in keys} for i in range(n)]
-  if path.endswith(".json"):
+  rows = [{k: _plain(table[k][i]) for k in names} for i in range(n)]
+  if str(path).endswith(".json"):
     rundir.write_json_atomic(path, rows)
     return
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
+  buf = io.StringIO(newline="")
+  w = csv.DictWriter(buf, fieldnames=names)
+  w.writeheader()
+  w.writerows(rows)
+  rundir.write_text(path, buf.getvalue())
 
 
 def _plain(v: Any) -> Any:
