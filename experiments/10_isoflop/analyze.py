@@ -14,6 +14,7 @@ Usage: python experiments/10_isoflop/analyze.py SWEEP_DIR [--flops 6N|6N+unembed
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 
@@ -68,7 +69,7 @@ def markdown_table(ours: isoflop.IsoflopAnalysis, porian: dict) -> str:
       f"Porian et al. '{lab}': a" for lab in porian) + " |"
   lines = [head, "|" + " --- |" * (3 + len(porian))]
   for m in isoflop.METHODS:
-    cells = ["-", "-"]
+    cells = ["not fitted (see its warnings)" if m in ours.errors else "-", "-"]
     if m in ours.allocations:
       a = ours.allocations[m]
       b_iv = f" [{a.b_interval[0]:.3f}, {a.b_interval[1]:.3f}]" if a.b_interval else ""
@@ -88,7 +89,7 @@ def markdown_table(ours: isoflop.IsoflopAnalysis, porian: dict) -> str:
 
 
 def draw(ours: isoflop.IsoflopAnalysis, data: isoflop.IsoflopRuns, porian: dict):
-  fig, axes = common.figure(2 + len(porian), width=4.2, height=3.6)
+  fig, axes = common.figure(2 + len(porian), width=3.8, height=3.4)
   ax_p = axes[0]
   cmap = __import__("matplotlib").colormaps["viridis"]
   for i, p in enumerate(ours.profiles):
@@ -102,6 +103,9 @@ def draw(ours: isoflop.IsoflopAnalysis, data: isoflop.IsoflopRuns, porian: dict)
       ax_p.plot(p.N_opt, p.L_opt, "k*", ms=8)
   common.style_axes(ax_p, "N (FLOP convention)", "final eval loss", "CPU sweep: IsoFLOP profiles",
                     legend="x-small", log="x")
+  from matplotlib.ticker import NullFormatter
+  for ax in axes:
+    ax.xaxis.set_minor_formatter(NullFormatter())
   panels = [(axes[1], ours, "CPU sweep: four frontiers")] + [
       (ax, res["analysis"], f"Porian et al.: {lab[:28]}") for ax, (lab, res) in
       zip(axes[2:], porian.items())]
@@ -116,7 +120,9 @@ def draw(ours: isoflop.IsoflopAnalysis, data: isoflop.IsoflopRuns, porian: dict)
     n_mid = np.median([a.n_opt(mid) for a in res.allocations.values()])
     for p, style in ((0.73, ":"), (0.50, "--")):
       ax.plot(c, n_mid * (c / mid) ** p, style, color="gray", lw=1, label=f"slope {p:.2f}")
-    common.style_axes(ax, "compute C (FLOPs)", "N_opt", title, legend="xx-small", log=True)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    common.style_axes(ax, "compute C (FLOPs)", "N_opt", title, legend="xx-small")
   for (lab, res), ax in zip(porian.items(), axes[2:]):
     pub = res["published"]
     c = np.geomspace(res["analysis"].allocations["approach2"].C.min(),
@@ -138,9 +144,29 @@ def porian_fits(n_boot: int) -> dict:
   return out
 
 
-def analyze(run_dirs, out: str, bootstrap: int = 0, flops: str | None = None) -> dict:
+def record(data: isoflop.IsoflopRuns, path: str) -> dict:
+  """Writes the runs (6 significant digits) and the exponents the analysis finds on exactly
+  that record (no bootstrap): the regression data of tests/test_isoflop.py."""
+  def rounded(x):
+    return [float(f"{v:.6g}") for v in x]
+  d = data.to_dict()
+  runs = {**{k: rounded(d[k]) for k in ("N", "D", "loss", "budget", "batch")},
+          "run": d["run"], "curves": [[rounded(t), rounded(v)] for t, v in d["curves"]]}
+  res = isoflop.analyze(isoflop.IsoflopRuns.from_dict(runs), n_boot=0)
+  out = {"source": "python experiments/10_isoflop/analyze.py runs/10 --record " + path,
+         "runs": runs, "a": {m: a.a for m, a in res.allocations.items()},
+         "n_budgets": len(res.profiles)}
+  with open(path, "w") as f:
+    json.dump(out, f, separators=(",", ":"))
+  return out
+
+
+def analyze(run_dirs, out: str, bootstrap: int = 0, flops: str | None = None,
+            record_path: str | None = None) -> dict:
   convention = SWEEP.resolve_convention(flops)
   data = read_runs(run_dirs, convention)
+  if record_path:
+    record(data, record_path)
   try:
     ours = isoflop.analyze(data, n_boot=bootstrap)
   except FitError as e:
@@ -159,8 +185,9 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, flops: str | None = None) ->
     for x in ms:
       print("  " + f"{x:>10} " + " ".join(f"{ours.waste[x][y]:>10.1%}" for y in ms))
   for lab, res in porian.items():
+    lo, hi = res["published"]["a_interval"]
     print(f"\nPorian et al. (RefinedWeb) '{lab}': published a = {res['published']['a']:.3f} "
-          f"{list(np.round(res['published']['a_interval'], 3))}")
+          f"[{lo:.3f}, {hi:.3f}]")
     print(res["analysis"].table())
   table = markdown_table(ours, porian)
   print("\n" + table)
@@ -176,8 +203,10 @@ def main(argv=None) -> int:
       argv, __doc__, NAME, analyze,
       {"--flops": dict(default=None, choices=accounting.FLOP_CONVENTIONS,
                        help="the FLOP convention the sweep used (default: $SCALING_JAX_FLOPS "
-                            f"or {SWEEP.DEFAULT_CONVENTION})")},
-      lambda args: {"bootstrap": args.bootstrap, "flops": args.flops})
+                            f"or {SWEEP.DEFAULT_CONVENTION})"),
+       "--record": dict(default=None, help="also write the runs and their exponents to this "
+                                           "JSON (the regression data of tests/test_isoflop.py)")},
+      lambda args: {"bootstrap": args.bootstrap, "flops": args.flops, "record_path": args.record})
 
 
 if __name__ == "__main__":

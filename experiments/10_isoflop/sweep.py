@@ -7,7 +7,7 @@ the cosine decays to zero at its own last step S, after a warmup of S/10 steps (
 al. 2024: a warmup longer than a short run biases the small models). Each run evaluates
 ~8 times so that Approach 1 has learning curves.
 
-CPU: 3 budgets (1e12, 2.5e12, 6.25e12 FLOPs) x 5 sizes (N = 12k .. 786k non-embedding) on
+CPU: 3 budgets (1e12, 2.5e12, 5e12 FLOPs) x 4-7 sizes (N = 3k .. 330k non-embedding) on
 the stdlib corpus, batch 32 x 128 tokens; pod: 4 budgets (1e17 .. 3e18) x 5 sizes
 (N = 11M .. 680M) on the paper's setup. The convention (default "6N+unembedding", the
 count Porian et al. found to resolve most of the Kaplan/Chinchilla gap) comes from
@@ -31,13 +31,16 @@ FLOPS_ENV = "SCALING_JAX_FLOPS"  # `SCALING_JAX_FLOPS=exact scaling-jax sweep ..
 DEFAULT_CONVENTION = "6N+unembedding"
 EVALS_PER_RUN = 8
 
-# (n_layer, d_model) ladders, ~2-3x apart in N; each budget trains a window of 5 of them.
-CPU_LADDER = ((1, 32), (2, 32), (2, 48), (2, 64), (3, 80), (3, 96), (4, 128))
-POD_LADDER = ((6, 384), (8, 512), (10, 640), (12, 768), (16, 1024), (24, 1024), (24, 1536))
-# (budget in FLOPs, index of the first size in the ladder)
-CPU_BUDGETS = ((1e12, 0), (2.5e12, 1), (6.25e12, 2))
-POD_BUDGETS = ((1e17, 0), (3e17, 1), (1e18, 1), (3e18, 2))
-SIZES_PER_BUDGET = 5
+# Per budget (FLOPs), the (n_layer, d_model) ladder it trains, ~1.5-2x apart in N. At CPU
+# scale the 4096-token unembedding dominates the FLOPs of these tiny models, so the optimum
+# sits at the small end: the ladders reach down to a 1-layer, 16-wide model.
+CPU_BUDGETS = (
+    (1e12, ((1, 16), (1, 24), (1, 32), (2, 32), (2, 48), (2, 64), (3, 80))),
+    (2.5e12, ((1, 24), (1, 32), (2, 32), (2, 48), (2, 64), (3, 80), (3, 96))),
+    (5e12, ((1, 32), (2, 32), (2, 48), (2, 64))),
+)
+_POD = ((6, 384), (8, 512), (10, 640), (12, 768), (16, 1024), (24, 1024), (24, 1536))
+POD_BUDGETS = ((1e17, _POD[0:5]), (3e17, _POD[1:6]), (1e18, _POD[1:6]), (3e18, _POD[2:7]))
 
 
 def resolve_convention(convention: str | None = None) -> str:
@@ -68,7 +71,6 @@ def budget_entry(budget: float, n_layer: int, d_model: int, scale: str, conventi
 
 def get_sweep(scale: str | None = None, convention: str | None = None) -> list[dict]:
   scale, convention = common.resolve_scale(scale), resolve_convention(convention)
-  ladder, budgets = (CPU_LADDER, CPU_BUDGETS) if scale == "cpu" else (POD_LADDER, POD_BUDGETS)
+  budgets = CPU_BUDGETS if scale == "cpu" else POD_BUDGETS
   return [budget_entry(budget, n_layer, d_model, scale, convention)
-          for budget, first in budgets
-          for n_layer, d_model in ladder[first:first + SIZES_PER_BUDGET]]
+          for budget, ladder in budgets for n_layer, d_model in ladder]
