@@ -229,3 +229,30 @@ def test_analysis_of_recorded_cpu_sweep_metrics():
   # at CPU scale the optimum lies below the smallest sizes: Approach 2 says so, not a number
   assert "approach2" in res.errors and "re-centre" in res.errors["approach2"]
   assert any("off centre" in w for p in res.profiles for w in p.warnings)
+
+
+# ------------------------------------------------------------------------------ the sweep
+
+
+def test_sweep_trains_each_size_to_its_budget_under_the_chosen_convention(monkeypatch):
+  from experiments import common
+  from scaling_jax import accounting
+  sweep = common.load_module(common.REPO / "experiments" / "10_isoflop" / "sweep.py")
+  budgets = {b for b, _ in sweep.CPU_BUDGETS}
+  steps = {}
+  for convention in accounting.FLOP_CONVENTIONS:
+    monkeypatch.setenv(sweep.FLOPS_ENV, convention)
+    for e in sweep.get_sweep("cpu"):
+      cfg = common.load_config(e)
+      spent = (e["overrides"]["train.num_steps"] * cfg.train.batch_size * cfg.model.n_ctx
+               * accounting.flops_per_token(cfg.model, convention))
+      budget = min(budgets, key=lambda b: abs(math.log(spent / b)))
+      assert spent == pytest.approx(budget, rel=0.01), (convention, e["name"])
+      assert cfg.optim.schedule == "cosine" and cfg.optim.warmup_steps < cfg.train.num_steps
+      steps[convention, e["name"]] = cfg.train.num_steps
+  # Kaplan's 6N leaves the unembedding out, so the tiny models get several times the steps
+  assert steps["6N", "c1e12_n1_d16"] > 5 * steps["6N+unembedding", "c1e12_n1_d16"]
+  assert steps["exact", "c1e12_n1_d16"] < steps["6N+unembedding", "c1e12_n1_d16"]
+  monkeypatch.setenv(sweep.FLOPS_ENV, "7N")
+  with pytest.raises(common.ExperimentError, match="not one of"):
+    sweep.get_sweep("cpu")
