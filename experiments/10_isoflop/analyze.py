@@ -9,7 +9,7 @@ narrow-grid warnings. The same Approaches 2 and 3 on Porian et al.'s (2024) isoF
 ("Reproducing Kaplan et al." and the fully corrected configuration, RefinedWeb) beside
 their published exponents.
 Usage: python experiments/10_isoflop/analyze.py SWEEP_DIR [--flops 6N|6N+unembedding|exact]
-       [--bootstrap 200]
+       [--bootstrap 200] [--b-crit kaplan|gns]
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 
 from experiments import common  # noqa: E402
 from scaling_jax import accounting  # noqa: E402
-from scaling_jax.scaling import isoflop  # noqa: E402
+from scaling_jax.scaling import bcrit, isoflop  # noqa: E402
+from scaling_jax.scaling import runs as runs_lib  # noqa: E402
 from scaling_jax.scaling.laws import FitError  # noqa: E402
 
 NAME = "10_isoflop"
@@ -162,13 +163,14 @@ def record(data: isoflop.IsoflopRuns, path: str) -> dict:
 
 
 def analyze(run_dirs, out: str, bootstrap: int = 0, flops: str | None = None,
-            record_path: str | None = None) -> dict:
+            record_path: str | None = None, b_crit: str = "kaplan") -> dict:
   convention = SWEEP.resolve_convention(flops)
   data = read_runs(run_dirs, convention)
   if record_path:
     record(data, record_path)
   try:
-    ours = isoflop.analyze(data, n_boot=bootstrap)
+    law = bcrit.choose_b_crit(b_crit, runs_lib.read_runs(run_dirs) if b_crit == "gns" else None)
+    ours = isoflop.analyze(data, n_boot=bootstrap, b_crit=law)
   except FitError as e:
     raise common.ExperimentError(str(e)) from None
   porian = porian_fits(bootstrap)
@@ -191,7 +193,8 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, flops: str | None = None,
     print(res["analysis"].table())
   table = markdown_table(ours, porian)
   print("\n" + table)
-  summary = {"flop_convention": convention, "n_runs": len(data), "bootstrap": bootstrap,
+  summary = {"flop_convention": convention, "b_crit": law.params, "n_runs": len(data),
+             "bootstrap": bootstrap,
              "ours": ours.to_dict(), "markdown_table": table,
              "porian": {lab: {"analysis": res["analysis"].to_dict(),
                               "published": res["published"]} for lab, res in porian.items()}}
@@ -205,8 +208,11 @@ def main(argv=None) -> int:
                        help="the FLOP convention the sweep used (default: $SCALING_JAX_FLOPS "
                             f"or {SWEEP.DEFAULT_CONVENTION})"),
        "--record": dict(default=None, help="also write the runs and their exponents to this "
-                                           "JSON (the regression data of tests/test_isoflop.py)")},
-      lambda args: {"bootstrap": args.bootstrap, "flops": args.flops, "record_path": args.record})
+                                           "JSON (the regression data of tests/test_isoflop.py)"),
+       "--b-crit": dict(default="kaplan", choices=("kaplan", "gns"),
+                        help="B_crit(L) of Kaplan's frontier (scaling.bcrit.choose_b_crit)")},
+      lambda args: {"bootstrap": args.bootstrap, "flops": args.flops, "record_path": args.record,
+                    "b_crit": args.b_crit})
 
 
 if __name__ == "__main__":

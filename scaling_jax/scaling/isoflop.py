@@ -20,7 +20,8 @@ N_opt(C) = k_N C^a and D_opt(C) = C / (6 N_opt) = k_D C^b, so b = 1 - a:
 - Kaplan (`kaplan`): L(N, S_min) = (N_c/N)^alpha_N + (S_c/S_min)^alpha_S fitted to the
   learning-curve points, S_min = S / (1 + B_crit(L)/B), and the frontier of
   `frontier.closed_form` (or `frontier.frontier` for a callable B_crit);
-  a = alpha_C_min/alpha_N. B_crit(L) is a parameter (default Kaplan's Eq. 5.3). Runs at
+  a = alpha_C_min/alpha_N. B_crit(L) is a parameter (default Kaplan's Eq. 5.3; any law of
+  `scaling.bcrit.choose_b_crit`, (B_star, alpha_B) or a callable). Runs at
   B << B_crit spend C ~ C_min, so N_opt(C) is read off the frontier at C_min = C.
 
 Intervals (`bootstrap`) resample whole runs with replacement within each budget and refit.
@@ -383,11 +384,19 @@ def approach3(data: IsoflopRuns, weights: Any = None,
 # ------------------------------------------------------------------------------ Kaplan
 
 
+def _b_crit_params(b_crit: Any) -> dict[str, float] | None:
+  """(B_star, alpha_B) of a B_crit law given as parameters, a FitResult or a law object
+  with `.params` (scaling.bcrit.BCritLaw); None for a plain callable."""
+  params = b_crit.params if hasattr(b_crit, "params") else (
+      None if callable(b_crit) else b_crit)
+  return None if params is None else dict(params)
+
+
 def _b_crit_of(b_crit: Any) -> Callable[[np.ndarray], np.ndarray]:
   """B_crit(L) in tokens from a callable or B_crit-law parameters (B_star, alpha_B)."""
-  if callable(b_crit) and not hasattr(b_crit, "params"):
+  q = _b_crit_params(b_crit)
+  if q is None:
     return lambda loss: np.asarray(b_crit(np.asarray(loss, float)), float)
-  q = dict(b_crit.params) if hasattr(b_crit, "params") else dict(b_crit)
   return lambda loss: q["B_star"] * np.asarray(loss, float) ** (-1.0 / q["alpha_B"])
 
 
@@ -423,13 +432,17 @@ def kaplan(data: IsoflopRuns, weights: Any = None, b_crit: Any = frontier.KAPLAN
   res = fit_lib.fit_law("L_N_Smin", {k: tab[k] for k in ("N", "S_min", "L")},
                         weights=tab["w"], require_convergence=False, dedupe=False, **kw)
   c = np.unique(data.budget)
-  if callable(b_crit) and not hasattr(b_crit, "params"):
+  q = _b_crit_params(b_crit)
+  if q is None and hasattr(b_crit, "params"):
+    raise FitError("Kaplan's frontier needs a B_crit(L) law with parameters (B_star, alpha_B) "
+                   "or a plain callable in jax.numpy; this law has neither (e.g. 'none')")
+  if q is None:
     front = frontier.frontier(res, b_crit, c)
     k, a = power_law(front["C_min"], front["N_opt"])
     n = front["N_opt"]
   else:
-    cf = frontier.closed_form(res, b_crit)
-    n = frontier.closed_form_at(res, b_crit, c)["N_opt"]
+    cf = frontier.closed_form(res, q)
+    n = frontier.closed_form_at(res, q, c)["N_opt"]
     a = cf["p_N"]
     k = float(n[0] / c[0] ** a)
   warnings = list(res.warnings) + ([] if res.converged else ["L(N, S_min) fit did not converge"])
