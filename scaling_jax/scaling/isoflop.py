@@ -10,7 +10,7 @@ N_opt(C) = k_N C^a and D_opt(C) = C / (6 N_opt) = k_D C^b, so b = 1 - a:
   at each C on a log grid from the smallest to the largest budget; the run on the envelope
   gives N_opt(C); a and k_N by least squares in log-log over the grid.
 - Approach 2 (`approach2`): per budget a parabola L = c0 + c1 ln N + c2 (ln N)^2 through the
-  cheapest `window` sizes either side of the lowest loss; its vertex is N_opt(C). The power
+  lowest-loss size and up to `window` neighbours on each side; its vertex is N_opt(C). The power
   law is a weighted least-squares fit of ln N_opt on ln C, each budget weighted by
   1/se^2, se the vertex's standard error (delta method, floored at `se_floor`). Budgets
   with no minimum inside their grid are left out; off-centre or narrow grids get a
