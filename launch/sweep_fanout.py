@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `launch` and `scaling_jax
 from launch import common, slurm  # noqa: E402
 from scaling_jax import rundir  # noqa: E402
 # Sweep files are read exactly as `scaling-jax sweep` reads them.
-from scaling_jax.sweep import SweepError, load_sweep, normalize_runs  # noqa: E402,F401
+from scaling_jax.sweep import SweepError, absolute, load_sweep, normalize_runs  # noqa: E402,F401
 from scaling_jax.sweep import pending as _pending  # noqa: E402
 
 ARCHIVE_EXCLUDES = (".git", ".venv", "__pycache__", "*.egg-info", "runs", "slurm_logs",
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
       print(f"# {len(runs)} finished runs", file=sys.stderr)
       return 0
     runs = load_sweep(args.sweep)
-    out_dir = os.path.abspath(args.out)
+    out_dir = absolute(args.out)  # a gs:// OUT stays a URL
     todo, done = pending(runs, out_dir, not args.rerun_finished)
     if done:
       print(f"# skipping {len(done)} finished runs: {', '.join(done)}")
