@@ -168,8 +168,10 @@ def plot_b_simple(a: StudyAnalysis) -> Figure:
   else:
     grid = np.geomspace(min(r.final() for r in runs), max(r.loss[1][0] for r in runs), 100)
   if law.adjusts:
+    at_peak = (f" at the peak LR (readings ∝ (LR/peak)^-{law.lr_exponent:.2f})"
+               if law.lr_exponent is not None else "")
     label = law.description if law.params is None else (
-        f"{law.source}: {law.b_star:.3g} / L^(1/{law.alpha_b:.3g})")
+        f"{law.source}: {law.b_star:.3g} / L^(1/{law.alpha_b:.3g}){at_peak}")
     bx.plot(grid, law(grid), "-", color="C3", gid="b_crit_fit", label=label)
   bx.plot(grid, KAPLAN["B_star"] * grid ** (-1 / KAPLAN["alpha_B"]), "--", color="gray",
           gid="kaplan", label="Kaplan: 2e8 / L^(1/0.21)")

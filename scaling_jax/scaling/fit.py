@@ -238,7 +238,7 @@ def _prepare(law: Law, table: Any, drop_invalid: bool, dedupe: bool, weights: An
   need = list(law.inputs) + [law.output]
   missing = [c for c in need if c not in cols]
   if missing:
-    hint = (" (build it from run dirs with runs.runs_table(..., b_crit='gns'|'kaplan'))"
+    hint = (" (derive them with study.study_table(source, b_crit='gns'|'kaplan'|...))"
             if {"S_min", "C_min"} & set(missing) else "")
     raise FitError(f"law {law.name!r} needs columns {need}; the table lacks {missing}{hint}")
   try:
