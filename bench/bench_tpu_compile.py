@@ -76,13 +76,14 @@ def table(rows: list[dict]) -> list[str]:
                 for r in tried if not r["fits"]]
       hbm = tried[0]["hbm"] / GiB
       if fit is None:
-        lines.append(f"| {preset} | {slice_name} ({hbm:.1f} GiB) | none of the ladder | - | - "
+        found = "none of the ladder" if len(tried) == len(LADDER) else "not yet (ladder unfinished)"
+        lines.append(f"| {preset} | {slice_name} ({hbm:.1f} GiB) | {found} | - | - "
                      f"| - | - | - | {'; '.join(failed)} |")
         continue
       x, e = fit["xla_bytes"], fit["estimate_bytes"]
       lines.append(
-          f"| {preset} | {slice_name} ({hbm:.1f} GiB) | {fit['setting']} "
-          f"({fit['micro_seqs_per_chip']} seq/chip per pass) | {x / GiB:.2f} "
+          f"| {preset} | {slice_name} ({hbm:.1f} GiB) | {fit['setting']}: remat "
+          f"{fit['remat']}, {fit['micro_seqs_per_chip']} seq/chip per pass | {x / GiB:.2f} "
           f"| {x / fit['hbm']:.0%} | {e / GiB:.2f} | {x / e:.2f} "
           f"| {fit['step_s_estimate'] * 1e3:.0f} ms, MFU {fit['mfu_estimate']:.0%} "
           f"| {'; '.join(failed) or '-'} |")
