@@ -6,7 +6,10 @@ dispatches, so `scaling-jax fit` never imports the trainer.
 
 from __future__ import annotations
 
+import glob
 import importlib
+import importlib.util
+import os
 import sys
 
 COMMANDS = {
@@ -27,8 +30,22 @@ def usage() -> str:
   return "\n".join(lines)
 
 
+def skip_absent_tpu() -> None:
+  """With libtpu installed (the `tpu` extra, for `scaling-jax compile`) jax probes for a TPU
+  when it starts and, on a machine without one, prints libtpu's errors about
+  TPU_ACCELERATOR_TYPE and worker hostnames. Where no accelerator is attached, run on the CPU
+  without the probe (compiling for a TPU topology does not need it). JAX_PLATFORMS, when
+  set, wins."""
+  if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
+    return
+  if any(glob.glob(p) for p in ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*")):
+    return
+  os.environ["JAX_PLATFORMS"] = "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
+  skip_absent_tpu()
   if not argv or argv[0] in ("-h", "--help", "help"):
     print(usage())
     return 0
