@@ -32,6 +32,7 @@ import re
 import sys
 from typing import Any, Iterable
 
+from scaling_jax import metric_keys as keys
 from scaling_jax import rundir
 
 METRICS_FILE = "metrics.jsonl"
@@ -142,7 +143,7 @@ class MetricsWriter:
     segments = segment_paths(self.workdir) if self.remote else []
     if not segments and not rundir.exists(self.path):
       return
-    kept = [r for r in read_metrics(self.workdir) if r.get("step", 0) <= step]
+    kept = [r for r in read_metrics(self.workdir) if r.get(keys.STEP, 0) <= step]
     text = "".join(json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in kept)
     try:
       rundir.write_text(self.path, text)  # atomic: the old file stays whole if this fails
@@ -159,13 +160,13 @@ class MetricsWriter:
     record = {k: _clean(v) for k, v in record.items()}
     line = json.dumps(record) + "\n"
     if self.remote:
-      self._write_segment(line, record.get("step"))
+      self._write_segment(line, record.get(keys.STEP))
     else:
-      self._append(line, record.get("step"))
+      self._append(line, record.get(keys.STEP))
     if self._tb is not None:
-      step = int(record.get("step", 0))
+      step = int(record.get(keys.STEP, 0))
       for k, v in record.items():
-        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+        if k != keys.STEP and isinstance(v, (int, float)) and not isinstance(v, bool):
           self._tb.add_scalar(k, v, step)
 
   def _append(self, line: str, step) -> None:
@@ -234,7 +235,7 @@ def read_metrics(path) -> list[dict[str, Any]]:
       record = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
       continue  # truncated or garbled line (crash mid-write)
-    step = record.get("step") if isinstance(record, dict) else None
+    step = record.get(keys.STEP) if isinstance(record, dict) else None
     if isinstance(step, float) and step.is_integer():
       step = int(step)
     if not isinstance(step, int) or isinstance(step, bool):
@@ -249,7 +250,7 @@ def last_step(run_dir) -> int:
   it reads only the tail of metrics.jsonl."""
   if rundir.is_remote(run_dir):
     records = read_metrics(run_dir)
-    return int(records[-1]["step"]) if records else 0
+    return int(records[-1][keys.STEP]) if records else 0
   try:
     with open(os.path.join(run_dir, METRICS_FILE), "rb") as f:
       f.seek(0, os.SEEK_END)
@@ -259,7 +260,7 @@ def last_step(run_dir) -> int:
     return 0
   for line in reversed(lines):
     try:
-      return int(json.loads(line)["step"])
+      return int(json.loads(line)[keys.STEP])
     except (ValueError, KeyError, TypeError):
       continue
   return 0
@@ -270,6 +271,6 @@ def series(records: Iterable[dict[str, Any]], key: str) -> tuple[list[int], list
   steps, values = [], []
   for r in records:
     if key in r and isinstance(r[key], (int, float)):
-      steps.append(int(r["step"]))
+      steps.append(int(r[keys.STEP]))
       values.append(float(r[key]))
   return steps, values

@@ -65,9 +65,6 @@ class GnsPoints:
   lr_fraction: np.ndarray  # LR / the run's peak LR (NaN if the run logged no LR)
   kept: np.ndarray  # bool: used by the fit
 
-  def to_dict(self) -> dict[str, Any]:
-    return {k: np.asarray(v).tolist() for k, v in dataclasses.asdict(self).items()}
-
 
 @dataclasses.dataclass
 class BCritLaw:
@@ -113,13 +110,21 @@ class BCritLaw:
     return self if self.adjusts else None
 
   def to_dict(self) -> dict[str, Any]:
-    return {"source": self.source, "description": self.description, "B_star": self.b_star,
-            "alpha_B": self.alpha_b,
-            "B_star_interval": list(self.b_star_interval) if self.b_star_interval else None,
-            "alpha_B_interval": list(self.alpha_b_interval) if self.alpha_b_interval else None,
+    """Strict JSON: alpha_B of a constant B_crit (infinite) and other non-finite values are
+    null."""
+    def finite(v):
+      return v if v is not None and math.isfinite(v) else None
+
+    def interval(iv):
+      return [finite(iv[0]), finite(iv[1])] if iv else None
+
+    return {"source": self.source, "description": self.description,
+            "B_star": finite(self.b_star), "alpha_B": finite(self.alpha_b),
+            "constant": self.alpha_b is not None and not math.isfinite(self.alpha_b),
+            "B_star_interval": interval(self.b_star_interval),
+            "alpha_B_interval": interval(self.alpha_b_interval),
             "lr_exponent": self.lr_exponent,
-            "lr_exponent_interval": (list(self.lr_exponent_interval)
-                                     if self.lr_exponent_interval else None),
+            "lr_exponent_interval": interval(self.lr_exponent_interval),
             "level": self.level, "n_points": self.n_points, "n_runs": self.n_runs,
             "notes": list(self.notes)}
 
