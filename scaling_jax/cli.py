@@ -1,4 +1,4 @@
-"""`scaling-jax train | sweep | fit | report | demo | data`: one thin entry point.
+"""`scaling-jax train | sweep | fit | report | demo | data | compile`: one thin entry point.
 
 Each sub-command lives in its own module and exposes `main(argv) -> int`; this file only
 dispatches, so `scaling-jax fit` never imports the trainer.
