@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from scaling_jax import rundir
 from scaling_jax.scaling import plots
-from scaling_jax.scaling.bcrit import GNS_MIN_LR_FRACTION, KAPLAN
+from scaling_jax.scaling.bcrit import GNS_MIN_LR_FRACTION, kaplan_law
 from scaling_jax.scaling.study import StudyAnalysis
 
 CMAP = "viridis"
@@ -173,7 +173,7 @@ def plot_b_simple(a: StudyAnalysis) -> Figure:
     label = law.description if law.params is None else (
         f"{law.source}: {law.b_star:.3g} / L^(1/{law.alpha_b:.3g}){at_peak}")
     bx.plot(grid, law(grid), "-", color="C3", gid="b_crit_fit", label=label)
-  bx.plot(grid, KAPLAN["B_star"] * grid ** (-1 / KAPLAN["alpha_B"]), "--", color="gray",
+  bx.plot(grid, kaplan_law()(grid), "--", color="gray",
           gid="kaplan", label="Kaplan: 2e8 / L^(1/0.21)")
   bx.legend(fontsize="x-small")
   bx.set_xscale("log")

@@ -430,13 +430,17 @@ def _intervals(law: Law, theta_BP: np.ndarray, ok_B: np.ndarray, level: float):
   return intervals, samples, unident
 
 
+def _n_groups(groups: np.ndarray | None) -> int:
+  return 0 if groups is None else resample_lib.group_index(groups)[1]
+
+
 def _resample_mode(resample: str, groups: np.ndarray | None) -> str:
   if resample not in ("auto",) + resample_lib.MODES:
     raise FitError(f"resample={resample!r} is not one of auto, {', '.join(resample_lib.MODES)}")
-  curves = groups is not None and len(np.unique(groups.astype(str))) < len(groups)
-  if resample == "auto":
-    return "parametric" if curves and len(np.unique(groups.astype(str))) >= 2 else "points"
-  if resample != "points" and (groups is None or len(np.unique(groups.astype(str))) < 2):
+  n_groups = _n_groups(groups)
+  if resample == "auto":  # learning curves: several rows per run, and >= 2 runs
+    return "parametric" if 2 <= n_groups < len(groups) else "points"
+  if resample != "points" and n_groups < 2:
     raise FitError(f"resample={resample!r} needs the run of each row (a 'run' column or "
                    "groups=) with at least 2 runs; use resample='points'")
   return resample
@@ -530,13 +534,14 @@ def fit_law(law: str | Law, table: Any, *, bootstrap: int = 0, delta: float = DE
     out = jax.tree.map(np.asarray, out)
     theta = out["theta"]
     boot_theta = boot_ok = noise = None
-    if groups is not None and len(np.unique(groups.astype(str))) >= 2:
-      resid_N = np.asarray(logy - law.log_predict(jnp.asarray(theta), xj))[:n_points]
+    logpred_N = np.asarray(law.log_predict(jnp.asarray(theta), xj))
+    if _n_groups(groups) >= 2:
+      resid_N = (np.asarray(logy) - logpred_N)[:n_points]
       noise = resample_lib.NoiseModel.estimate(resid_N, groups, _between_params(law, x, groups))
     if bootstrap:
       logy_BN, w_BN = _resamples(resample, int(bootstrap), np.random.default_rng(seed),
-                                 np.asarray(law.log_predict(jnp.asarray(theta), xj)),
-                                 np.asarray(logy), np.asarray(w), n_points, groups, noise)
+                                 logpred_N, np.asarray(logy), np.asarray(w), n_points, groups,
+                                 noise)
       boot_theta, _, _, _, boot_ok = solver.refit_many(jnp.asarray(theta), xj,
                                                        jnp.asarray(logy_BN), jnp.asarray(w_BN), d)
       boot_theta, boot_ok = np.asarray(boot_theta), np.asarray(boot_ok)

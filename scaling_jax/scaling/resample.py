@@ -109,15 +109,17 @@ class NoiseModel:
     """Simulated log-residuals [n_boot, rows]: a fresh offset per run and AR(1) along it.
     sample_sigma: draw sigma_run*^2 = dof sigma_run^2 / chi2_dof per resample."""
     g, n_groups = group_index(groups)
-    scale = np.full(n_boot, self.sigma_run)
-    if sample_sigma:
-      scale = self.sigma_run * np.sqrt(self.dof / rng.chisquare(self.dof, n_boot))
+    scale = self.run_scales(n_boot, rng) if sample_sigma else np.full(n_boot, self.sigma_run)
     u = rng.standard_normal((n_boot, n_groups)) * scale[:, None]
     out = u[:, g]
     for k in range(n_groups):
       rows = np.flatnonzero(g == k)
       out[:, rows] += self.ar1(len(rows), n_boot, rng)
     return out
+
+  def run_scales(self, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_boot] draws of sigma_run* = sigma_run sqrt(dof / chi2_dof): its few-run uncertainty."""
+    return self.sigma_run * np.sqrt(self.dof / rng.chisquare(self.dof, n_boot))
 
   def ar1(self, n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """[n_boot, n] stationary AR(1) paths."""
@@ -130,5 +132,5 @@ class NoiseModel:
 
   def new_run(self, n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """[n_boot, n] log-noise of an unseen run (offset + AR(1)): for prediction bands."""
-    scale = self.sigma_run * np.sqrt(self.dof / rng.chisquare(self.dof, n_boot))
-    return rng.standard_normal(n_boot)[:, None] * scale[:, None] + self.ar1(n, n_boot, rng)
+    scale = self.run_scales(n_boot, rng)
+    return (rng.standard_normal(n_boot) * scale)[:, None] + self.ar1(n, n_boot, rng)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -124,12 +125,16 @@ class Run:
     s, v = self.series(key)
     return float(v[np.abs(s - step).argmin()]) if len(v) else math.nan
 
+  @functools.cached_property
+  def _by_step(self) -> dict[int, dict[str, Any]]:
+    return {int(r[keys.STEP]): r for r in self.records}
+
   def at_steps(self, key: str, steps: np.ndarray, default: Callable[[np.ndarray], np.ndarray]
                ) -> np.ndarray:
     """`key` at each of `steps` where a record of that step has it, else `default(steps)`."""
-    by_step = {int(r[keys.STEP]): r for r in self.records}
     fallback = default(np.asarray(steps, float))
-    return np.array([float(by_step.get(int(s), {}).get(key, f)) for s, f in zip(steps, fallback)])
+    return np.array([float(self._by_step.get(int(s), {}).get(key, f))
+                     for s, f in zip(steps, fallback)])
 
   def tokens_at(self, steps: np.ndarray) -> np.ndarray:
     return self.at_steps(keys.TOKENS, steps, lambda s: s * self.batch_tokens)

@@ -16,7 +16,6 @@ Results are typed (`StudyAnalysis`); `report.py` only renders them.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Sequence
 
@@ -254,7 +253,7 @@ def analyze_study(source: str | Sequence[runs_lib.Run], *, b_crit: bcrit_lib.Spe
                  f">= {MIN_SIZES_FOR_HELDOUT}")
 
   final = {"N": np.array([r.n_params for r in runs]),
-           "L": np.array([r.loss[1][-1] if len(r.loss[1]) else math.nan for r in runs]),
+           "L": np.array([r.final() for r in runs]),
            "run": np.array([r.name for r in runs], dtype=object)}
   fit_final = None
   if len(np.unique(final["N"])) >= 3:
