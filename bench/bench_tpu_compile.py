@@ -26,13 +26,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import REPO, environment, publish  # noqa: E402
 
 sys.path.insert(0, str(REPO / "launch"))
-from memory import GiB, estimate_memory  # noqa: E402
+from memory import GiB, PRESETS, estimate_preset  # noqa: E402
 
 from scaling_jax import compile_cli, config as config_lib  # noqa: E402
 from scaling_jax.train_cli import load_config  # noqa: E402
 
 HEADING = "## Which preset fits which TPU slice (XLA's TPU compiler)"
-PRESETS = {"125M": "gpt_125m.py", "350M": "gpt_350m.py", "1.3B": "gpt_1_3b.py"}
 SLICES = ("v5e-16", "v4-32", "v6e-16", "v5p-32")  # 16 chips each: 32 sequences per chip
 # (name, overrides) tried in order until one fits; the preset's own remat comes first.
 LADDER = (("preset", []), ("full remat", ["--config.model.remat=full"]),
@@ -42,14 +41,19 @@ LADDER = (("preset", []), ("full remat", ["--config.model.remat=full"]),
                                               "--config.train.grad_accum=16"]))
 
 
+def effective(preset: str, overrides: list[str]) -> tuple[str, int]:
+  """(remat, grad_accum) of a ladder step: the preset's own remat may already be `full`."""
+  config = load_config(str(REPO / "configs" / f"{PRESETS[preset]}.py"), overrides)
+  return config.model.remat, int(config.train.grad_accum)
+
+
 def one(preset: str, slice_name: str, setting: str, overrides: list[str]) -> dict:
-  config = load_config(str(REPO / "configs" / PRESETS[preset]), overrides)
+  config = load_config(str(REPO / "configs" / f"{PRESETS[preset]}.py"), overrides)
   topology = compile_cli.parse_topology(slice_name)
   report = compile_cli.analyse(config, topology)
   m = config.model
   micro = config.train.batch_size // config_lib.num_micro_batches(config) // report.devices
-  est = estimate_memory(m.n_layer, m.d_model, m.n_heads, m.n_ctx, m.vocab_size, micro,
-                        fsdp=report.devices, remat=m.remat, tie_embeddings=m.tie_embeddings)
+  est = estimate_preset(preset, micro, report.devices, m.remat)
   return {"preset": preset, "slice": slice_name, "setting": setting, "remat": m.remat,
           "micro_seqs_per_chip": micro, "hbm": report.hbm_bytes,
           "xla_bytes": None if report.memory is None else report.memory.total,
@@ -76,11 +80,14 @@ def table(rows: list[dict]) -> list[str]:
                 for r in tried if not r["fits"]]
       hbm = tried[0]["hbm"] / GiB
       if fit is None:
-        found = "none of the ladder" if len(tried) == len(LADDER) else "not yet (ladder unfinished)"
+        found = ("none of the ladder" if any(r["setting"] == LADDER[-1][0] for r in tried)
+                 else "not yet (ladder unfinished)")
         lines.append(f"| {preset} | {slice_name} ({hbm:.1f} GiB) | {found} | - | - "
                      f"| - | - | - | {'; '.join(failed)} |")
         continue
-      x, e = fit["xla_bytes"], fit["estimate_bytes"]
+      x = fit["xla_bytes"]  # the estimate as launch/memory.py makes it now:
+      e = estimate_preset(preset, fit["micro_seqs_per_chip"],
+                          compile_cli.parse_topology(slice_name).chips, fit["remat"])["total"]
       lines.append(
           f"| {preset} | {slice_name} ({hbm:.1f} GiB) | {fit['setting']}: remat "
           f"{fit['remat']}, {fit['micro_seqs_per_chip']} seq/chip per pass | {x / GiB:.2f} "
@@ -103,7 +110,12 @@ def main(argv=None) -> int:
   if not args.table_only:
     for preset in args.presets.split(","):
       for slice_name in args.slices.split(","):
+        tried = set()  # (remat, grad_accum) compiled already: a step equal to one is skipped
         for setting, overrides in LADDER:
+          train_setting = effective(preset, overrides)
+          if train_setting in tried:
+            continue
+          tried.add(train_setting)
           done = [r for r in rows if (r["preset"], r["slice"], r["setting"]) ==
                   (preset, slice_name, setting)]
           if not done:

@@ -2,11 +2,16 @@
 
     python launch/memory.py            # the table in launch/README.md
 
+Parameters are `scaling_jax.accounting`'s counts (N: the blocks' weight matrices; the total
+with biases, norms and the embeddings, tied as in the presets), the presets are the
+`configs/gpt_*.py` files themselves and the chips' HBM is `scaling_jax.hardware.CHIPS`.
+
 What is counted (bytes per device):
   state        16 B/param: f32 master weights (4) + f32 gradients (4) + Adam m and v (4 + 4),
                divided over the `fsdp` devices (ZeRO-3 style sharding of all four).
-  gathered     FSDP only: bf16 copy of 2 layers' weights (the layer in use + the prefetched
-               next one) that the all-gather materialises on every device.
+  gathered     FSDP only: bf16 copy of 2 layers' weight matrices (the layer in use + the
+               prefetched next one, 2·N/n_layer) that the all-gather materialises on every
+               device.
   activations  bf16, per layer per sequence (Korthikanti et al. 2022, Table 2 without dropout):
                32·s·h bytes (layer norms, QKV, attention output, MLP in/GeLU in/out) plus
                2·a·s² (softmax probabilities; 0 with flash/cuDNN attention).
@@ -27,20 +32,20 @@ the optimizer's transient update buffers.
 
 from __future__ import annotations
 
-from scaling_jax import losses
+import importlib
 
-GiB = 2 ** 30
+from scaling_jax import accounting, hardware, losses
+from scaling_jax.model import ModelConfig
+
+GiB = hardware.GiB
 
 
 def param_count(n_layer: int, d_model: int, n_ctx: int, vocab: int,
-                tie_embeddings: bool = False) -> dict[str, int]:
-  """Parameters of a GPT-2/3 block stack with d_ff = 4·d_model and biases."""
-  d = d_model
-  per_layer = 12 * d * d + 13 * d  # qkv+out (4d²+4d), mlp (8d²+5d), 2 layer norms (4d)
-  non_embedding = n_layer * per_layer + 2 * d  # + final layer norm
-  embedding = vocab * d + n_ctx * d + (0 if tie_embeddings else vocab * d)
-  return {"non_embedding": non_embedding, "embedding": embedding,
-          "total": non_embedding + embedding, "per_layer": per_layer}
+                tie_embeddings: bool = False) -> accounting.Counts:
+  """`scaling_jax.accounting`'s counts for a GPT-2/3 block stack with d_ff = 4·d_model."""
+  return accounting.transformer_counts(ModelConfig(
+      n_layer=n_layer, d_model=d_model, n_heads=1, d_ff=4 * d_model, n_ctx=n_ctx,
+      vocab_size=vocab, tie_embeddings=tie_embeddings))
 
 
 def estimate_memory(n_layer: int, d_model: int, n_heads: int, n_ctx: int, vocab: int,
@@ -59,10 +64,10 @@ def estimate_memory(n_layer: int, d_model: int, n_heads: int, n_ctx: int, vocab:
     raise ValueError(f"remat={remat!r} must be 'none' or 'full'")
   if fsdp < 1 or batch_per_device < 0:
     raise ValueError(f"fsdp={fsdp} must be >= 1 and batch_per_device >= 0")
-  params = param_count(n_layer, d_model, n_ctx, vocab, tie_embeddings)
+  counts = param_count(n_layer, d_model, n_ctx, vocab, tie_embeddings)
   s, h, a, b = n_ctx, d_model, n_heads, batch_per_device
-  state = 16 * params["total"] // fsdp
-  gathered = 2 * 2 * params["per_layer"] if fsdp > 1 else 0
+  state = 16 * counts.n_params_total // fsdp
+  gathered = 2 * 2 * counts.n_params // n_layer if fsdp > 1 else 0
   per_layer_act = b * (32 * s * h + (0 if flash_attention else 2 * a * s * s)) * act_bytes // 2
   if remat == "none":
     activations = n_layer * per_layer_act
@@ -76,21 +81,39 @@ def estimate_memory(n_layer: int, d_model: int, n_heads: int, n_ctx: int, vocab:
   else:
     loss = 8 * b * s * vocab
   total = state + gathered + activations + attention + loss
-  return {"n_params": params["total"], "n_params_non_embedding": params["non_embedding"],
+  return {"n_params": counts.n_params_total, "n_params_non_embedding": counts.n_params,
           "state": state, "gathered_params": gathered, "activations": activations,
           "attention_backward": attention, "loss": loss, "total": total}
 
 
-# name: (n_layer, d_model, n_heads); GPT-3 paper Table 2.1, n_ctx 1024 here (paper: 2048)
-PRESETS = {"125M": (12, 768, 12), "350M": (24, 1024, 16), "1.3B": (24, 2048, 32)}
-# name: (devices, HBM GiB per device); one JAX device per chip (v4 megacore = 1 device)
-SLICES = {"v4-32": (16, 32), "v5e-16": (16, 16), "8xH100": (8, 80)}
-BATCH, N_CTX, VOCAB = 512, 1024, 50257
+# name: the preset's module in configs/ (shipped as scaling_jax.configs)
+PRESETS = {"125M": "gpt_125m", "350M": "gpt_350m", "1.3B": "gpt_1_3b"}
+# name: (JAX devices, chip); one JAX device per chip (v4 and v5p: a megacore device)
+SLICES = {"v5e-16": (16, "v5e"), "v4-32": (16, "v4"), "v6e-16": (16, "v6e"),
+          "v5p-32": (16, "v5p"), "8xH100": (8, "h100")}
+CHIPS = {c.name: c for c in hardware.CHIPS}
 
 
-def _cell(m: dict[str, int], hbm_gib: float) -> str:
-  gib = m["total"] / GiB
-  return f"{gib:.1f} {'ok' if gib <= 0.85 * hbm_gib else 'NO'}"
+def preset_model(name: str):
+  """The `model` field of a preset's config (configs/gpt_*.py)."""
+  return importlib.import_module(f"scaling_jax.configs.{PRESETS[name]}").get_config().model
+
+
+def preset_batch(name: str) -> int:
+  return int(importlib.import_module(
+      f"scaling_jax.configs.{PRESETS[name]}").get_config().train.batch_size)
+
+
+def estimate_preset(name: str, batch_per_device: int, fsdp: int, remat: str) -> dict[str, int]:
+  """`estimate_memory` for a preset as its config defines it (shape, tied embeddings)."""
+  m = preset_model(name)
+  return estimate_memory(m.n_layer, m.d_model, m.n_heads, m.n_ctx, m.vocab_size,
+                         batch_per_device, fsdp=fsdp, remat=remat,
+                         tie_embeddings=m.tie_embeddings)
+
+
+def _cell(m: dict[str, int], hbm_bytes: int) -> str:
+  return f"{m['total'] / GiB:.1f} {'ok' if m['total'] <= 0.85 * hbm_bytes else 'NO'}"
 
 
 def table(micro: int = 8) -> str:
@@ -98,24 +121,22 @@ def table(micro: int = 8) -> str:
   rows = [f"| preset (N total) | slice (HBM/device) | seq/device | no remat | full remat "
           f"| micro-batch {micro}, no remat | micro-batch {micro}, full remat |",
           "|---|---|---|---|---|---|---|"]
-  for name, (n_layer, d, heads) in PRESETS.items():
-    for slice_name, (devices, hbm) in SLICES.items():
-      per_device = BATCH // devices
+  for name in PRESETS:
+    for slice_name, (devices, chip) in SLICES.items():
+      hbm = CHIPS[chip].hbm_bytes
+      per_device = preset_batch(name) // devices
       cells = []
       for b in (per_device, micro):
         for remat in ("none", "full"):
-          m = estimate_memory(n_layer, d, heads, N_CTX, VOCAB, b, fsdp=devices, remat=remat)
+          m = estimate_preset(name, b, devices, remat)
           cells.append(_cell(m, hbm))
-      rows.append(f"| {name} ({m['n_params'] / 1e6:.0f}M) | {slice_name} ({hbm} GiB) "
+      rows.append(f"| {name} ({m['n_params'] / 1e6:.1f}M) | {slice_name} ({hbm / GiB:.1f} GiB) "
                   f"| {per_device} | " + " | ".join(cells) + " |")
   return "\n".join(rows)
 
 
 def breakdown(name: str, slice_name: str, batch_per_device: int, remat: str) -> str:
-  n_layer, d, heads = PRESETS[name]
-  devices, _ = SLICES[slice_name]
-  m = estimate_memory(n_layer, d, heads, N_CTX, VOCAB, batch_per_device, fsdp=devices,
-                      remat=remat)
+  m = estimate_preset(name, batch_per_device, SLICES[slice_name][0], remat)
   parts = ", ".join(f"{k} {m[k] / GiB:.2f}" for k in
                     ("state", "gathered_params", "activations", "attention_backward", "loss",
                      "total"))

@@ -9,13 +9,15 @@ import sys
 import textwrap
 import time
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO))
 from launch import local, memory, slurm, sweep_fanout, tpu_vm  # noqa: E402
-from scaling_jax import rundir  # noqa: E402
+from scaling_jax import accounting, config as config_lib, model as model_lib, rundir  # noqa: E402
 
 TRAIN = "scaling-jax train --config configs/gpt_125m.py --workdir runs/125m"
 
@@ -295,12 +297,22 @@ def test_collect_finished_runs(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- memory.py
 
+def _model_params(model_cfg) -> int:
+  """Parameters of the model a config builds (abstract init, nothing allocated)."""
+  model = model_lib.build(model_cfg)
+  tokens = jax.ShapeDtypeStruct((1, model_cfg.n_ctx), jnp.int32)
+  return accounting.count_tree(jax.eval_shape(model.init, jax.random.key(0), tokens))
+
+
 def test_estimate_memory_by_hand():
   # GPT-3 125M (12 x 768, 12 heads), n_ctx 1024, vocab 50257, untied, 1 sequence, 1 device.
   m = memory.estimate_memory(12, 768, 12, 1024, 50257, batch_per_device=1)
   d, s, layers, v = 768, 1024, 12, 50257
-  n = layers * (12 * d * d + 13 * d) + 2 * d + 2 * v * d + s * d
-  assert m["n_params"] == n == 163_037_184
+  untied = config_lib.default_config().model
+  untied.update(n_layer=12, d_model=768, n_heads=12, d_ff=4 * 768, n_ctx=1024, vocab_size=v,
+                tie_embeddings=False)
+  n = _model_params(untied)
+  assert m["n_params"] == n == 163_037_184  # the model's own count, untied
   assert m["state"] == 16 * n
   assert m["activations"] == layers * (32 * s * d + 2 * 12 * s * s) == 603_979_776
   # fused loss: one chunk of all 1024 tokens' f32 logits + gradient, the f32 dW, bf16 W
@@ -319,6 +331,16 @@ def test_estimate_memory_by_hand():
   # FSDP over 16 devices divides the state; full remat keeps block inputs + one block.
   r = memory.estimate_memory(12, 768, 12, 1024, 50257, 1, fsdp=16, remat="full")
   assert r["state"] == 16 * n // 16
-  assert r["gathered_params"] == 2 * 2 * (12 * d * d + 13 * d)
+  assert r["gathered_params"] == 2 * 2 * 12 * d * d  # bf16, two layers' weight matrices
   assert r["activations"] == layers * 2 * s * d + (32 * s * d + 2 * 12 * s * s)
-  assert "| 1.3B (1417M) | 8xH100 (80 GiB) | 64 |" in memory.table()
+
+
+@pytest.mark.parametrize("name", ["125M", "1.3B"])
+def test_memory_table_counts_the_presets_as_the_model_does(name):
+  # The presets tie their embeddings (GPT-2): the table's totals are the built model's.
+  model_cfg = memory.preset_model(name)
+  n = _model_params(model_cfg)
+  assert abs(n / {"125M": 125e6, "1.3B": 1.3e9}[name] - 1) < 0.02  # the name is the total
+  assert memory.estimate_preset(name, 1, 1, "none")["n_params"] == n
+  assert memory.estimate_preset(name, 1, 16, "none")["state"] == 16 * n // 16
+  assert f"| {name} ({n / 1e6:.1f}M) | 8xH100 (74.5 GiB) | 64 |" in memory.table()
