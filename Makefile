@@ -7,7 +7,7 @@ TPU_STAMP := $(VENV)/.installed-tpu
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench clean install
+.PHONY: demo test test-fast bench experiments clean install
 
 install: $(STAMP)
 
@@ -36,6 +36,13 @@ test-fast: $(TPU_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# Every experiment at CPU scale (experiments/RESULTS.md): sweeps, then analyses; rerun to
+# resume. EXPERIMENTS_ARGS e.g. "--only 01,04 --bootstrap 200".
+EXPERIMENTS_OUT ?= runs/experiments
+EXPERIMENTS_ARGS ?=
+experiments: $(STAMP)
+	$(BIN)/python -m experiments.run_all --out $(EXPERIMENTS_OUT) $(EXPERIMENTS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -81,6 +81,24 @@ def entry(name: str, scale: str, overrides: dict[str, Any]) -> dict[str, Any]:
   return {"name": name, "config": base_config(scale), "overrides": {**base, **overrides}}
 
 
+# The size ladder's runs, shared by experiments 1, 2, 5 and 7 (L(N), learning curves, the
+# compute frontier, transfer): dense eval for the learning curves, on the training
+# distribution's validation split and two out-of-distribution sets (English prose from
+# pydoc, numpy's sources: scaling_jax.data.corpus.OOD_SETS, available with any dataset).
+LADDER_EVAL_SETS = ("validation", "ood_prose", "ood_numpy")
+
+
+def ladder(scale: str | None) -> list[dict[str, Any]]:
+  """One run per size of the ladder, trained data-unlimited, learning curves logged densely
+  (CPU: eval every 20 steps, ~15 points a curve)."""
+  scale = resolve_scale(scale)
+  dense = ({"train.eval_every": 20, "train.log_every": 20} if scale == "cpu"
+           else {"train.eval_every": 2000, "train.log_every": 500})
+  return [entry(f"n{n_layer}_d{d_model}", scale, {**shape(n_layer, d_model, scale), **dense,
+                                                   "data.eval_sets": LADDER_EVAL_SETS})
+          for n_layer, d_model in sizes(scale)]
+
+
 def load_config(sweep_entry: dict[str, Any]):
   """The ConfigDict a sweep entry trains with, built the way `scaling-jax sweep` builds it
   (its config file, then the overrides as --config.KEY=VALUE flags)."""

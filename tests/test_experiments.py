@@ -9,6 +9,9 @@ LR and its schedule differ from A's), and an LSTM and a Universal Transformer.
 
 import atexit
 import functools
+import importlib.util
+import io
+import json
 import math
 import os
 import pathlib
@@ -18,8 +21,12 @@ import tempfile
 import numpy as np
 import pytest
 
-from experiments import common
-from scaling_jax import accounting, optim, rundir
+import jax
+
+from experiments import common, run_all
+from scaling_jax import accounting, optim, preflight, rundir
+from scaling_jax import sweep as sweep_lib
+from scaling_jax.data import corpus
 from scaling_jax.config import validate
 from scaling_jax.scaling import bcrit
 from tests.helpers import tiny_config, write_token_array
@@ -93,6 +100,116 @@ def test_there_are_ten_experiments_each_with_a_readme_line():
     folder = common.REPO / "experiments" / name
     assert (folder / "sweep.py").is_file() and (folder / "analyze.py").is_file()
     assert f"experiments/{name}/sweep.py" in readme and f"experiments/{name}/analyze.py" in readme
+
+
+# ------------------------------------------------------------------------------ pod scale
+
+# The slices a pod sweep is checked against: FSDP over 16 and 32 devices (v5e-16, v4-32 and
+# v5p-32 have 16 chips; v5e-32 has 32), and the 16-chip v5e slice for the shardings.
+POD_DEVICE_COUNTS = (16, 32)
+POD_SLICE = "v5e-16"
+needs_libtpu = pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason="libtpu is not installed (pip install -e '.[tpu]'); it describes the TPU slice")
+
+
+def _pod_configs(name: str):
+  sweep = common.load_module(common.REPO / "experiments" / name / "sweep.py")
+  entries = sweep_lib.normalize_runs(sweep.get_sweep("pod"), name)  # names become dirs
+  return [(e["name"], common.load_config(e)) for e in entries]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_pod_sweep_configs_pass_the_checks_a_launch_makes(name):
+  """Every pod-scale entry: the config checks for the slice's devices, a schedule that
+  trains, data the loader accepts, and a model that fits a 16-chip slice's memory."""
+  for run, config in _pod_configs(name):
+    for n in POD_DEVICE_COUNTS:
+      validate(config, num_devices=n)
+    counts = accounting.counts(config.model)
+    assert 1e6 < counts.n_params < 1e9, run  # pod scale: N of the paper's sweeps
+    assert 0 < optim.peak_lr(config.optim, counts.n_params) < 1e-2, run
+    assert config.optim.warmup_steps < config.train.num_steps, run
+    assert config.train.eval_every <= config.train.num_steps, run  # every run evaluates
+    sets = tuple(config.data.eval_sets)
+    assert set(sets) <= {"validation", *corpus.OOD_SETS}, (run, sets)
+    d = int(config.data.max_tokens)
+    assert d == -1 or d > 100 * config.model.n_ctx, (run, d)
+    # Parameters + AdamW state, sharded over 16 chips, in well under a v5e chip's 16 GiB.
+    assert preflight.checkpoint_bytes(config) / 16 < 2 * 2**30, run
+
+
+@functools.lru_cache(maxsize=None)
+def _pod_state(layout_json: str):
+  """The abstract train state (shapes and shardings) on POD_SLICE of a config's model,
+  optimizer and mesh (`layout_json`): cached, so sweeps sharing a shape trace it once."""
+  import ml_collections
+  from scaling_jax import compile_cli, model as model_lib, sharding, train
+  config = ml_collections.ConfigDict(json.loads(layout_json))
+  mesh = sharding.make_mesh(config, compile_cli.topology_devices(
+      compile_cli.parse_topology(POD_SLICE)))
+  n = accounting.counts(config.model).n_params
+  opt, _ = optim.make(config.optim, config.train.num_steps, n)
+  return train.abstract_state(config, model_lib.build(config.model), opt, mesh)
+
+
+@pytest.mark.slow  # traces every pod model's init (24-48 layers): ~1 min on 2 loaded cores
+@needs_libtpu
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_pod_sweep_shards_on_a_tpu_slice_and_counts_its_parameters(name):
+  """Each pod entry's train state laid out on a v5e-16 (FSDP over its 16 chips): no
+  parameter dimension the mesh cannot divide (ShardingError), the largest parameter split
+  across the chips, and the parameters the model builds are the ones accounting counts
+  (N, and the FLOPs and LR(N) that follow from it)."""
+  for run, config in _pod_configs(name):
+    layout = {"model": config.model.to_dict(), "optim": config.optim.to_dict(),
+              "mesh": config.mesh.to_dict(), "train": {"num_steps": config.train.num_steps}}
+    state = _pod_state(json.dumps(layout, sort_keys=True, default=list))
+    assert accounting.count_tree(state.params) == accounting.counts(config.model).n_params_total
+    largest = max(jax.tree.leaves(state.params), key=lambda x: x.size)
+    assert not largest.sharding.is_fully_replicated, (run, largest.shape)
+
+
+# ------------------------------------------------------------------------------ run_all
+
+
+def test_run_all_trains_shared_sweeps_once_cheapest_first(tmp_path):
+  groups = run_all.plan(run_all.select(None), str(tmp_path), "cpu")
+  by_exp = {name: g for g in groups for name in g.experiments}
+  assert set(by_exp) == set(EXPERIMENTS)
+  # 01, 02, 05 and 07 analyse one size ladder, trained once into the first one's folder.
+  ladder = by_exp["01_l_of_n"]
+  assert ladder.experiments == ["01_l_of_n", "02_l_of_n_steps", "05_compute_frontier",
+                                "07_transfer"]
+  assert ladder.sweep_dir == str(tmp_path / "01_l_of_n")
+  assert len(groups) == len(EXPERIMENTS) - 3
+  costs = [sum(run_all.estimated_seconds(r) for r in g.runs) for g in groups]
+  assert costs == sorted(costs) and by_exp["04_critical_batch"] is groups[0]
+  assert run_all.select("4,01_l_of_n") == ["04_critical_batch", "01_l_of_n"]
+  with pytest.raises(common.ExperimentError, match="names no experiment"):
+    run_all.select("11")
+
+
+def test_run_all_progress_counts_finished_and_partial_runs(tmp_path, capsys):
+  (group,) = run_all.plan(["04_critical_batch"], str(tmp_path), "cpu")
+  b8, b16, b32, b64 = (os.path.join(group.sweep_dir, r["name"]) for r in group.runs)
+  rundir.makedirs(b8)
+  rundir.write_status(b8, "finished")  # finished before this invocation: not in the ETA
+  progress = run_all.Progress([group], io.StringIO())
+  assert len(progress.items) == 3 and progress.fraction() == 0.0
+  rundir.makedirs(b16)
+  rundir.write_status(b16, "finished")
+  w = {d: wt for d, wt, _, _ in progress.items}
+  assert progress.fraction() == pytest.approx(w[b16] / sum(w.values()))
+  assert w[b16] < w[b32] < w[b64]  # bigger batches cost more
+  rundir.makedirs(b32)  # half-way through its 300 steps
+  with open(os.path.join(b32, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"step": 150, "train/loss": 5.0}) + "\n")
+  assert progress.fraction() == pytest.approx((w[b16] + w[b32] / 2) / sum(w.values()))
+  assert "1/3 runs trained" in progress.line()
+  # The dry run lists the plan and trains nothing.
+  assert run_all.main(["--out", str(tmp_path), "--only", "4", "--dry-run"]) == 0
+  assert "2 to train" in capsys.readouterr().out and not os.path.exists(b64)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

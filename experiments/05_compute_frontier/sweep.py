@@ -1,7 +1,7 @@
-"""Experiment 5 sweep, the compute-efficient frontier: experiment 2's size ladder.
+"""Experiment 5 sweep, the compute-efficient frontier: the size ladder's learning curves.
 
-The entries are experiment 2's (same names and overrides), so pointing `--out` at the
-same directory reuses its finished runs.
+The runs are the size ladder's (`common.ladder`, shared with experiments 1, 2 and 7), so
+pointing `--out` at their directory reuses its finished runs (`experiments.run_all` does).
 """
 
 import pathlib
@@ -15,6 +15,4 @@ from experiments import common  # noqa: E402
 
 
 def get_sweep(scale: str | None = None) -> list[dict]:
-  exp2 = common.load_module(pathlib.Path(__file__).resolve().parents[1] / "02_l_of_n_steps" /
-                            "sweep.py")
-  return exp2.get_sweep(scale)
+  return common.ladder(scale)

@@ -1,7 +1,8 @@
 """Experiment 7 sweep, transfer: the size ladder evaluated on out-of-distribution sets too.
 
-Eval sets: the stdlib corpus' validation split, `ood_prose` (English prose) and
-`ood_numpy` (numpy's sources). At pod scale, set data.eval_sets to your own tagged sets.
+The ladder's runs (`common.ladder`, shared with experiments 1, 2 and 5) evaluate on the
+training distribution's validation split, `ood_prose` (English prose) and `ood_numpy`
+(numpy's sources), at either scale; add your own tagged sets with --config.data.eval_sets.
 """
 
 import pathlib
@@ -13,10 +14,6 @@ if _ROOT not in sys.path:
 
 from experiments import common  # noqa: E402
 
-EVAL_SETS = ("validation", "ood_prose", "ood_numpy")
-
 
 def get_sweep(scale: str | None = None) -> list[dict]:
-  return [common.entry(f"n{n_layer}_d{d_model}", scale,
-                       {**common.shape(n_layer, d_model, scale), "data.eval_sets": EVAL_SETS})
-          for n_layer, d_model in common.sizes(scale)]
+  return common.ladder(scale)
