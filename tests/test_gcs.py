@@ -1,6 +1,8 @@
-"""gs:// run and sweep directories end to end, against a local GCS emulator (started and
-stopped here): train, preempt (SIGTERM), resume, sweep and fit write only to the bucket;
-without a backend a gs:// workdir is refused in one line, never made a local `gs:` folder.
+"""gs:// run, sweep and data directories end to end, against a local GCS emulator (started
+and stopped here): train, preempt (SIGTERM), resume, sweep and fit write only to the bucket;
+the tokenized data is built once, published to the bucket and fetched by the next host into
+its local mirror; without a backend a gs:// workdir or data directory is refused in one
+line, never made a local `gs:` folder.
 
 The emulator (gcp-storage-emulator) serves gcsfs (our files, through etils.epath) and
 tensorstore (Orbax's checkpoints): STORAGE_EMULATOR_HOST and TENSORSTORE_GCS_HTTP_URL point
@@ -164,19 +166,71 @@ def test_remote_workdir_without_backend_is_refused(clean, monkeypatch, capsys, r
   assert sorted(p.name for p in clean.rglob("*")) == ["grid.py", "home"]
 
 
-def test_remote_data_directory_is_refused():
+# --- a gs:// data directory: built once, published, fetched by the next host -------------
+
+TEXT_FILES = ["textwrap.py", "shlex.py", "heapq.py", "bisect.py", "glob.py", "abc.py"]
+
+
+def write_corpus(directory: pathlib.Path) -> pathlib.Path:
+  """A few real text files (standard-library sources) for the text_files builder."""
+  from scaling_jax.data import corpus
+  directory.mkdir(parents=True, exist_ok=True)
+  for name in TEXT_FILES:
+    (directory / f"{name}.txt").write_text((corpus.stdlib_root() / name).read_text())
+  return directory
+
+
+def _data_config(corpus_dir, data_dir):
   from scaling_jax.config import default_config
-  from scaling_jax.data import DataError, sources
   c = default_config()
-  c.data.data_dir = "gs://b/data"
-  with pytest.raises(DataError, match="must be local"):
-    sources.data_root(c)
+  c.model.update(vocab_size=512, n_ctx=32)
+  c.data.update(name="text_files", paths=str(corpus_dir), data_dir=data_dir)
+  return c
+
+
+def test_remote_data_directory_is_built_once_and_fetched(gcs, clean, tmp_path, monkeypatch):
+  import numpy as np
+  from scaling_jax import rundir
+  from scaling_jax.data import sources, tokenizer
+  remote = f"{gcs}/data"
+  c = _data_config(write_corpus(tmp_path / "corpus"), remote)
+  monkeypatch.setenv("SCALING_JAX_DATA_MIRROR", str(tmp_path / "host1"))
+  built = sources.prepare(c)  # nothing remote yet: built in host1's mirror, then published
+  entry = built.token_paths["train"].parent
+  assert entry.is_relative_to(tmp_path / "host1")
+  remote_entry = f"{remote}/{entry.relative_to(sources.data_root(c)).as_posix()}"
+  assert rundir.listdir(remote_entry) == ["spm.model", "train.json", "train.npy",
+                                          "validation.json", "validation.npy"]
+
+  # Another host, with an empty mirror and no way to build a tokenizer: it fetches them.
+  monkeypatch.setenv("SCALING_JAX_DATA_MIRROR", str(tmp_path / "host2"))
+  def no_build(*args, **kwargs):
+    raise AssertionError("built again instead of fetched")
+  monkeypatch.setattr(tokenizer, "train", no_build)
+  monkeypatch.setattr(tokenizer, "tokenize_to_file", no_build)
+  fetched = sources.prepare(c)
+  assert fetched.info == built.info
+  for name, local in built.token_paths.items():
+    assert fetched.token_paths[name].is_relative_to(tmp_path / "host2")
+    assert np.array_equal(np.load(fetched.token_paths[name]), np.load(local))
+  assert (fetched.token_paths["train"].parent / "spm.model").read_bytes() == \
+      rundir.read_bytes(f"{remote_entry}/spm.model")
+  assert local_run_files(clean) == [] and not any(clean.rglob("*.npy"))
+
+
+def test_remote_data_directory_without_backend_is_refused(monkeypatch):
+  from scaling_jax import rundir
+  from scaling_jax.data import sources
+  monkeypatch.setitem(rundir.REMOTE_BACKENDS, "gs", ("no_such_gcs_backend", "pip install X"))
+  with pytest.raises(rundir.RemoteBackendError, match="no_such_gcs_backend.*pip install"):
+    sources.data_root(_data_config("corpus", "gs://b/data"))
 
 
 # --- train, preempt, resume, sweep and fit on gs:// ----------------------------------------
 
-def _sweep_file(path, array):
-  common = {"data.name": "array", "data.array_path": str(array), "model.vocab_size": 128,
+def _sweep_file(path, corpus_dir, data_dir):
+  common = {"data.name": "text_files", "data.paths": str(corpus_dir),
+            "data.data_dir": data_dir, "model.vocab_size": 512,
             "model.n_ctx": 32, "model.d_ff": 64, "model.n_heads": 2, "train.batch_size": 16,
             "train.num_steps": 24, "train.log_every": 2, "train.eval_every": 12,
             "train.ckpt_every": 4, "optim.warmup_steps": 2, "data.eval_batches": 1}
@@ -189,12 +243,13 @@ def _sweep_file(path, array):
 
 
 @pytest.mark.slow
-def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, capsys):
+def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, capsys,
+                                                  monkeypatch):
   from scaling_jax import metrics, rundir, sweep
-  from tests.helpers import write_token_array
   data = tmp_path_factory.mktemp("data")
-  array = write_token_array(data)
-  sweep_file = _sweep_file(data / "grid.py", array)
+  # The data directory is on the bucket too; each process works in a local mirror of it.
+  monkeypatch.setenv("SCALING_JAX_DATA_MIRROR", str(data / "mirror"))
+  sweep_file = _sweep_file(data / "grid.py", write_corpus(data / "corpus"), f"{gcs}/data")
   out = f"{gcs}/study/sweep"
   first = f"{out}/d16"
   env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -227,6 +282,8 @@ def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, 
   assert log.count("\n### ") == 2 and "run finished" in log  # both attempts' output
   assert rundir.glob(f"{first}/events", "events.out.tfevents.*")
   assert rundir.read_json(f"{out}/sweep.json")["runs"][0]["name"] == "d16"
+  tokens = [d for d, _, files in rundir.walk(f"{gcs}/data/tokens") if "spm.model" in files]
+  assert len(tokens) == 1 and {"train.npy", "validation.npy"} <= set(rundir.listdir(tokens[0]))
 
   assert local_run_files(clean) == []
 

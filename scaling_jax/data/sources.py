@@ -6,6 +6,15 @@ Cache layout under the data root (config.data.data_dir, $SCALING_JAX_DATA or
   tfds/<builder>/<config>/<version>/        array_record files + dataset_info.json
   tokens/<builder>/<config>/<version>/bpe<V>/spm.model, <split>.npy, <split>.json
   locks/                                    inter-process build locks
+
+A remote data directory (gs://BUCKET/DIR, read and written through etils.epath) holds the
+`tokens/` entries; the token arrays are memory-mapped, so a host works in a local mirror of
+it (`mirror_root`). Before building, the entry's tokenizer and arrays that the bucket holds
+are fetched into the mirror; what the host then had to build is published to the bucket, so
+the next host or run fetches it. Arrays are only exchanged under the same tokenizer file.
+The TFDS datasets are not mirrored: the built-in builders rebuild theirs locally from their
+sources (the standard library, `data.paths`), and a catalog dataset is read by TFDS from the
+remote directory itself.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import re
 
 import numpy as np
 
+from scaling_jax import rundir, transfer
 from scaling_jax.data import builders, corpus, tokenizer
 from scaling_jax.data.corpus import DataError
 
@@ -43,15 +53,81 @@ class Prepared:
   token_paths: dict  # split or eval-set name -> .npy of token ids
 
 
+def data_dir(config) -> str:
+  """Where the config's data lives: config.data.data_dir, $SCALING_JAX_DATA, or the default;
+  a local path or a URL (gs://)."""
+  return config.data.data_dir or os.environ.get("SCALING_JAX_DATA") or "~/.cache/scaling_jax"
+
+
 def data_root(config) -> pathlib.Path:
-  """The local data cache; a URL is refused (never turned into a local folder `gs:/...`):
-  the token arrays are memory-mapped and TFDS builds under a file lock."""
-  d = config.data.data_dir or os.environ.get("SCALING_JAX_DATA") or "~/.cache/scaling_jax"
-  if "://" in d:
-    raise DataError(f"data directory {d} is remote, but the token cache is memory-mapped and "
-                    "must be local; copy the prepared cache to local disk (gcloud storage cp "
-                    "-r) and set config.data.data_dir (or $SCALING_JAX_DATA) to it")
+  """The local data directory the token arrays are memory-mapped from. For a remote data
+  directory (gs://), its local mirror (`mirror_root`); RemoteBackendError (one line: what to
+  install) if the URL's backend is missing, never a local folder `gs:/...`."""
+  d = data_dir(config)
+  if rundir.is_remote(d):
+    rundir.check_backend(d)
+    return mirror_root(d)
   return pathlib.Path(os.path.expanduser(d)).resolve()
+
+
+def mirror_root(url: str) -> pathlib.Path:
+  """The local mirror of a remote data directory: $SCALING_JAX_DATA_MIRROR (default
+  ~/.cache/scaling_jax/mirror) / scheme / bucket / path."""
+  scheme, rest = url.split("://", 1)
+  parts = [p for p in rest.split("/") if p]
+  if not parts or any(p in (".", "..") for p in parts):
+    raise DataError(f"data directory {url} names no bucket path; give it as gs://BUCKET/DIR")
+  base = os.environ.get("SCALING_JAX_DATA_MIRROR") or "~/.cache/scaling_jax/mirror"
+  return pathlib.Path(os.path.expanduser(base)).resolve().joinpath(scheme, *parts)
+
+
+def _remote_of(config, root: pathlib.Path, local: pathlib.Path) -> str:
+  return f"{data_dir(config).rstrip('/')}/{local.relative_to(root).as_posix()}"
+
+
+def _entry_files(model_path: pathlib.Path, arrays) -> list[pathlib.Path]:
+  """A tokenized entry's files in the order that keeps it consistent: the tokenizer first,
+  each array's `.json` before the array, whose presence marks it complete."""
+  return [model_path] + [f for a in arrays for f in (a.with_suffix(".json"), a)]
+
+
+def _same_tokenizer(config, root, model_path) -> bool | None:
+  """Whether the remote and local tokenizers of an entry are the same file (None: one of
+  them is missing). Arrays are only exchanged under the same tokenizer."""
+  remote = _remote_of(config, root, model_path)
+  if not (model_path.exists() and rundir.exists(remote)):
+    return None
+  return model_path.read_bytes() == rundir.read_bytes(remote)
+
+
+def fetch(config, root: pathlib.Path, model_path: pathlib.Path, arrays) -> None:
+  """Copies what the remote data directory holds of a tokenized entry (tokenizer, arrays)
+  and the local mirror lacks."""
+  if not rundir.exists(_remote_of(config, root, model_path)):
+    return
+  if _same_tokenizer(config, root, model_path) is False:
+    log.warning("the tokenizer %s differs from %s; using the local one", model_path,
+                _remote_of(config, root, model_path))
+    return
+  for f in _entry_files(model_path, arrays):
+    remote = _remote_of(config, root, f)
+    if not f.exists() and rundir.exists(remote):
+      log.info("fetching %s", remote)
+      transfer.copy_file(remote, f)
+
+
+def publish(config, root: pathlib.Path, model_path: pathlib.Path, arrays) -> None:
+  """Uploads the tokenized entry built here to the remote data directory (what it lacks),
+  so that other hosts and runs fetch it instead of building it."""
+  if _same_tokenizer(config, root, model_path) is False:
+    log.warning("not publishing %s: %s holds another tokenizer", model_path.parent,
+                _remote_of(config, root, model_path))
+    return
+  for f in _entry_files(model_path, arrays):
+    remote = _remote_of(config, root, f)
+    if f.exists() and not rundir.exists(remote):
+      log.info("publishing %s", remote)
+      transfer.copy_file(f, remote)
 
 
 def vocab_size(config) -> int:
@@ -186,6 +262,9 @@ def _prepare_tfds(config) -> Prepared:
   for name in sources:
     fname = f"{name}.first{limit}.npy" if (name == "train" and limit > 0) else f"{name}.npy"
     paths[name] = out / fname
+  remote = rundir.is_remote(data_dir(config))
+  if remote:
+    fetch(config, root, model_path, paths.values())
   lock = root / "locks" / (re.sub(r"[^A-Za-z0-9_.-]", "_", f"{tag}-{version}-bpe{v}") + ".lock")
   if not (model_path.exists() and all(p.exists() for p in paths.values())):
     with builders.locked(lock):
@@ -200,6 +279,8 @@ def _prepare_tfds(config) -> Prepared:
         log.info("tokenizing %s %s -> %s", tag, name, paths[name])
         lim = limit if name == "train" else -1
         tokenizer.tokenize_to_file(sp, builders.iter_texts(b, split, key), paths[name], limit=lim)
+  if remote:
+    publish(config, root, model_path, paths.values())
   sp_size = tokenizer.load(model_path).get_piece_size()
   if sp_size != v:
     raise DataError(f"the cached tokenizer {model_path} has {sp_size} tokens, not "
