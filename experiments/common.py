@@ -200,6 +200,13 @@ def fit_params(res) -> dict[str, float]:
   return dict(res.params) if res is not None else {}
 
 
+def fit_intervals(res) -> dict[str, list[float]]:
+  """{param: [low, high]}, the bootstrap interval at the fit's level; {} without one."""
+  if res is None or not res.intervals:
+    return {}
+  return {k: [float(lo), float(hi)] for k, (lo, hi) in res.intervals.items()}
+
+
 # A plain power law y = k x^p, for empirical trends such as N_opt(C) (exp. 5).
 POWER_LAW = laws.register(laws.Law(
     "experiments_power_law", ("k", "p"), ("x",),

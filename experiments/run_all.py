@@ -8,7 +8,8 @@ ladder) train their runs once, in the first one's directory `OUT/NN_name`.
 
 A line `[experiments] ...` gives the progress and an ETA over every run still to train
 (runs weighted by their estimated seconds on a 2-core CPU). `OUT/run_all.json` records the
-measured wall time of each run and analysis; the closing table sums them per experiment.
+measured wall time of each run and analysis ({"runs": {"SWEEP/NAME": s}, "analyses":
+{experiment: s}}); the closing table sums them per experiment.
 
 Usage: python -m experiments.run_all --out runs/ [--only 01,04] [--scale cpu|pod]
        [--bootstrap 200] [--skip-analysis] [--dry-run]
@@ -151,6 +152,7 @@ class _SweepStream(io.TextIOBase):
 
 
 def read_record(out: str) -> dict[str, Any]:
+  """OUT/run_all.json: {"runs": {run dir: wall s}, "analyses": {experiment: wall s}}."""
   path = os.path.join(out, RECORD)
   if not os.path.isfile(path):
     return {"runs": {}, "analyses": {}}
@@ -158,12 +160,26 @@ def read_record(out: str) -> dict[str, Any]:
     return json.load(f)
 
 
+def add_to_record(out: str, section: str, times: dict[str, float]) -> dict[str, Any]:
+  """Merges `times` into OUT/run_all.json (re-read first: another invocation on other
+  experiments may have written it meanwhile); returns the record."""
+  record = read_record(out)
+  record[section].update(times)
+  rundir.write_json_atomic(os.path.join(out, RECORD), record)
+  return record
+
+
+def run_key(group: Group, name: str) -> str:
+  """A run's key in OUT/run_all.json: SWEEP/NAME, relative to OUT."""
+  return f"{os.path.basename(group.sweep_dir)}/{name}"
+
+
 def experiment_times(record: dict[str, Any], groups: Sequence[Group]) -> dict[str, float]:
   """Seconds per experiment: its sweep's recorded run times (shared runs count for each
   experiment that uses them) plus its analysis; nan while a run has no recorded time."""
   out = {}
   for g in groups:
-    walls = [record["runs"].get(sweep_lib.run_dir(g.sweep_dir, r["name"])) for r in g.runs]
+    walls = [record["runs"].get(run_key(g, r["name"])) for r in g.runs]
     train_s = sum(walls) if all(w is not None for w in walls) else float("nan")
     for name in g.experiments:
       out[name] = train_s + record["analyses"].get(name, float("nan"))
@@ -215,17 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.dry_run:
     return 0
   os.makedirs(args.out, exist_ok=True)
-  record = read_record(args.out)
   progress = Progress(groups, sys.stderr)
   failed: list[str] = []
   for g in groups:
     results = sweep_lib.run_sweep(g.runs, g.sweep_dir, parallel=args.parallel,
                                   stream=_SweepStream(progress, sys.stderr),
                                   sweep_dir=str(EXPERIMENTS_DIR / g.experiments[0]))
-    for res in results.values():
-      if res.status == "finished":
-        record["runs"][sweep_lib.run_dir(g.sweep_dir, res.name)] = res.wall_s
-    rundir.write_json_atomic(os.path.join(args.out, RECORD), record)
+    add_to_record(args.out, "runs", {run_key(g, r.name): r.wall_s
+                                     for r in results.values() if r.status == "finished"})
     text, code = sweep_lib.summarize(results)
     print(f"[experiments] {g.sweep_dir}: {text}")
     if code == sweep_lib.EX_TEMPFAIL:
@@ -240,11 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f"[experiments] analysis {name} of {g.sweep_dir}", flush=True)
       t0 = time.monotonic()
       rc = run_analysis(name, g.sweep_dir, args.bootstrap)
-      record["analyses"][name] = time.monotonic() - t0
-      rundir.write_json_atomic(os.path.join(args.out, RECORD), record)
+      add_to_record(args.out, "analyses", {name: time.monotonic() - t0})
       if rc:
         failed.append(f"{name} (analysis, exit code {rc})")
-  times = experiment_times(record, groups)
+  times = experiment_times(read_record(args.out), groups)
   print("[experiments] measured wall time per experiment (runs sharing a sweep counted "
         "for each):")
   for name, s in times.items():

@@ -23,7 +23,7 @@ import pytest
 
 import jax
 
-from experiments import common, run_all
+from experiments import common, recorded, run_all
 from scaling_jax import accounting, optim, preflight, rundir
 from scaling_jax import sweep as sweep_lib
 from scaling_jax.data import corpus
@@ -210,6 +210,17 @@ def test_run_all_progress_counts_finished_and_partial_runs(tmp_path, capsys):
   # The dry run lists the plan and trains nothing.
   assert run_all.main(["--out", str(tmp_path), "--only", "4", "--dry-run"]) == 0
   assert "2 to train" in capsys.readouterr().out and not os.path.exists(b64)
+  # Measured times accumulate across invocations; an experiment's is known once all its
+  # runs have one.
+  out = str(tmp_path)
+  run_all.add_to_record(out, "runs", {run_all.run_key(group, r["name"]): 10.0
+                                      for r in group.runs[:3]})
+  times = run_all.experiment_times(run_all.read_record(out), [group])
+  assert math.isnan(times["04_critical_batch"])
+  run_all.add_to_record(out, "runs", {run_all.run_key(group, "B64"): 30.0})
+  run_all.add_to_record(out, "analyses", {"04_critical_batch": 2.0})
+  assert run_all.experiment_times(run_all.read_record(out), [group]) == {
+      "04_critical_batch": 62.0}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -438,3 +449,29 @@ def test_09_lr_schedule(tmp_path):
   per_a = next(e for e in s["per_N"] if e["N"] == n_a)
   assert set(per_a["schedules"]) == {"cosine", "constant"} and per_a["n_lrs"] == 2
   assert (tmp_path / "lr_schedule.png").is_file()
+
+
+# ------------------------------------------------------------------------------ recorded runs
+# Real CPU-scale runs of `python -m experiments.run_all` (experiments/RESULTS.md), kept small
+# by `python -m experiments.recorded SWEEP_DIR tests/data/experiments_<sweep>.json`: the
+# analyses must keep recovering what they found on the full runs.
+
+
+def _recorded(sweep: str, tmp_path) -> str:
+  return recorded.materialize(str(common.REPO / "tests" / "data" / f"experiments_{sweep}.json"),
+                              str(tmp_path / sweep))
+
+
+def test_04_critical_batch_on_recorded_cpu_runs(tmp_path):
+  """The 2 x 64 model at 8..64 sequences: B_crit(L) from the batch sweep and from the GNS
+  as found on the full runs (RESULTS.md), and growing as the loss falls (the paper's
+  Fig. 10-11), with the GNS within an order of magnitude of the sweep's B_crit."""
+  exp = _analysis("04_critical_batch")
+  s = exp.analyze([_recorded("04_critical_batch", tmp_path)], str(tmp_path / "out"))
+  assert s["b_crit_sweep"]["alpha_B"] == pytest.approx(0.103, abs=0.005)
+  assert s["b_crit_gns"]["alpha_B"] == pytest.approx(0.151, abs=0.005)
+  lo, hi = s["b_crit_gns"]["alpha_B_interval"]
+  assert lo < 0.151 < hi and hi - lo < 0.2
+  levels = sorted(s["sweep"]["levels"], key=lambda lv: -lv["loss"])
+  assert len(levels) == 6 and levels[-1]["b_crit"] > 10 * levels[0]["b_crit"]
+  assert 0.1 < s["b_crit_over_b_simple"] < 10

@@ -70,7 +70,9 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
   ax_n.set_title("Loss vs N (embeddings excluded)")
   ax_t.set_title("Loss vs total parameters")
   fig_path = common.save_figure(fig, out, "l_of_n.png")
-  summary = {"points": points, "fit_N": pn, "fit_total": pt, "rms_log_residual_N": rms_n,
+  summary = {"points": points, "fit_N": pn, "fit_total": pt,
+             "intervals_N": common.fit_intervals(fit_n),
+             "intervals_total": common.fit_intervals(fit_t), "rms_log_residual_N": rms_n,
              "rms_log_residual_total": rms_t, "notes": [note_n, note_t], "figure": fig_path,
              "paper": {"alpha_N": common.paper("single_variable_laws.L_N.alpha_N"),
                        "N_c": common.paper("single_variable_laws.L_N.N_c")}}

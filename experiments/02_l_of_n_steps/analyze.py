@@ -72,7 +72,8 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict
   ax_s.legend(fontsize="small")
   ax_s.set_title("Learning curves")
   ax_m.set_title("L(N, S_min) fit" if res is not None else "L(N, S_min): fit failed")
-  summary = {"b_crit": b_crit, "n_points": int(len(tab["L"])), "fit": p, "note": note,
+  summary = {"b_crit": b_crit, "n_points": int(len(tab["L"])), "fit": p,
+             "intervals": common.fit_intervals(res), "note": note,
              "paper": {k: common.paper(ref + k) for k in ("alpha_N", "alpha_S", "N_c", "S_c")}}
   return common.finish(out, summary, fig, "l_of_n_s_min.png")
 

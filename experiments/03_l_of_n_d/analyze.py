@@ -58,7 +58,8 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
   rows = [("alpha_N", p.get("alpha_N"), ref["alpha_N"], note),
           ("alpha_D", p.get("alpha_D"), ref["alpha_D"], ""),
           ("N_c", p.get("N_c"), ref["N_c"], ""), ("D_c", p.get("D_c"), ref["D_c"], "")]
-  summary: dict = {"points": points, "fit": p, "note": note, "paper": ref,
+  summary: dict = {"points": points, "fit": p, "intervals": common.fit_intervals(res),
+                   "note": note, "paper": ref,
                    "paper_rule": {"k": PAPER_RULE[0], "exponent": PAPER_RULE[1],
                                   "from_table2_fit": paper_rule}}
   if res is not None:

@@ -100,6 +100,9 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict
            common.paper(ref_cf + "N_opt.p_N"), note_n)]
   summary: dict = {"envelope": env, "fit_L_C": common.fit_params(fit_c),
                    "fit_N_opt": common.fit_params(fit_n), "fit_L_N_Smin": common.fit_params(fit_ls),
+                   "intervals": {"L_C": common.fit_intervals(fit_c),
+                                 "N_opt": common.fit_intervals(fit_n),
+                                 "L_N_Smin": common.fit_intervals(fit_ls)},
                    "fit_B_crit": b_params, "b_crit_source": law.source,
                    "notes": [note_c, note_n, note_ls, note_b]}
   if fit_ls is not None:

@@ -49,6 +49,7 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
     if len(np.unique(ns[ok])) >= 3:
       res, note = common.try_fit("L_N", {"N": ns[ok], "L": final[s][ok]}, bootstrap=bootstrap)
       entry["fit"] = common.fit_params(res)
+      entry["intervals"] = common.fit_intervals(res)
       rows.append((f"alpha_N on {s}", entry["fit"].get("alpha_N"), alpha_ref, note))
     if s != BASE and ok.sum() >= 1:
       entry["offset"] = float(np.mean(final[s][ok] - base[ok]))

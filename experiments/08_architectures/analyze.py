@@ -49,6 +49,7 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, positions: bool = True) -> d
       res, note = common.try_fit("L_N", {"N": np.array(entry["N"]), "L": np.array(entry["L"])},
                                  bootstrap=bootstrap)
       entry["fit"] = common.fit_params(res)
+      entry["intervals"] = common.fit_intervals(res)
       rows.append((f"alpha_N, {arch}", entry["fit"].get("alpha_N"),
                    alpha_ref if arch == "transformer" else None, note))
     per_arch[arch] = entry

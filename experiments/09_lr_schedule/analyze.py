@@ -89,6 +89,7 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
                                        "L": np.array([e["best_L"] for e in per_n])},
                                bootstrap=bootstrap)
     summary["fit_L_N"] = common.fit_params(res)
+    summary["intervals_L_N"] = common.fit_intervals(res)
     rows.append(("alpha_N (best LR per N)", summary["fit_L_N"].get("alpha_N"),
                  common.paper("single_variable_laws.L_N.alpha_N"), note))
   print(common.comparison("Learning rate and schedule", rows))
