@@ -6,6 +6,7 @@
         --project P --zone us-central2-b --accelerator-type v4-32 --bucket gs://B/x [--dry-run]
     python launch/sweep_fanout.py submit experiments/x/sweep.py --out runs/x --backend local
     python launch/sweep_fanout.py collect runs/x [more dirs] --dest study/x [--mode copy|link|list]
+    python launch/sweep_fanout.py collect gs://B/x/runs --dest study/x   # copy from a bucket
 
 A sweep file defines `get_sweep()` returning a list of runs, each
 {"name": str, "config": "configs/X.py", "overrides": {"model.d_model": 128, ...}}
@@ -24,7 +25,6 @@ import argparse
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from typing import Any
@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `launch` and `scaling_jax
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from launch import common, slurm  # noqa: E402
-from scaling_jax import rundir  # noqa: E402
+from scaling_jax import rundir, transfer  # noqa: E402
 # Sweep files are read exactly as `scaling-jax sweep` reads them.
 from scaling_jax.sweep import SweepError, absolute, load_sweep, normalize_runs  # noqa: E402,F401
 from scaling_jax.sweep import pending as _pending  # noqa: E402
@@ -173,10 +173,26 @@ def execute(files: dict[str, str], cmds: list[list[str]], dry_run: bool, out=Non
 
 # ---------------------------------------------------------------------------- collect
 
+def _name_and_parent(run: str) -> tuple[str, str]:
+  """(run dir name, its parent's name) of a local path or a URL."""
+  parts = run.rstrip("/").split("/")
+  return parts[-1], parts[-2] if len(parts) > 1 else ""
+
+
+def _occupied(target: str) -> bool:
+  return rundir.exists(target) if rundir.is_remote(target) else os.path.lexists(target)
+
+
 def collect(sources: list[str], dest: str | None, mode: str = "list",
             with_checkpoints: bool = False, out=None) -> list[str]:
-  """Finished run dirs under `sources`; copied/linked into `dest` unless mode is list."""
+  """Finished run dirs under `sources` (local or gs://); copied (either may be remote) or
+  linked (both local) into `dest` unless mode is list."""
   out = sys.stdout if out is None else out
+  if mode == "link":
+    remote = [p for p in sources + [dest or ""] if rundir.is_remote(p)]
+    if remote:
+      raise SweepError(f"collect --mode link cannot link {remote[0]}: a symlink needs local "
+                       "runs; use --mode copy")
   finished, others = [], []
   for src in sources:
     for run in rundir.find_runs(src):
@@ -185,24 +201,22 @@ def collect(sources: list[str], dest: str | None, mode: str = "list",
   if mode != "list":
     if not dest:
       raise SweepError(f"collect --mode {mode} needs --dest DIR")
-    os.makedirs(dest, exist_ok=True)
+    rundir.makedirs(dest)
   results = []
   for run, _ in finished:
     if mode == "list":
       results.append(run)
       continue
-    name = os.path.basename(os.path.normpath(run))
+    name, parent = _name_and_parent(run)
     target = os.path.join(dest, name)
-    if os.path.lexists(target):  # two sweeps with a run of the same name
-      parent = os.path.basename(os.path.dirname(os.path.normpath(run)))
-      target = os.path.join(dest, f"{parent}__{name}")
-    if os.path.lexists(target):
+    if _occupied(target):
+      target = os.path.join(dest, f"{parent}__{name}")  # two sweeps with a run of this name
+    if _occupied(target):
       raise SweepError(f"{target} exists; collect into an empty --dest")
     if mode == "link":
       os.symlink(os.path.abspath(run), target)
     else:  # the fitter reads config/metrics/status; checkpoints are big
-      ignore = None if with_checkpoints else shutil.ignore_patterns(rundir.CHECKPOINT_DIR)
-      shutil.copytree(run, target, ignore=ignore)
+      transfer.copy_tree(run, target, skip=() if with_checkpoints else (rundir.CHECKPOINT_DIR,))
     results.append(target)
   for path in results:
     out.write(path + "\n")

@@ -14,6 +14,7 @@ its conditional writes (OCDBT manifests): EMULATOR adds it.
 """
 
 import importlib.util
+import io
 import os
 import pathlib
 import signal
@@ -166,6 +167,31 @@ def test_remote_workdir_without_backend_is_refused(clean, monkeypatch, capsys, r
   assert sorted(p.name for p in clean.rglob("*")) == ["grid.py", "home"]
 
 
+def test_collect_copies_finished_runs_from_a_bucket(gcs, tmp_path):
+  from launch import sweep_fanout
+  from scaling_jax import rundir
+  from scaling_jax.sweep import SweepError
+  src = f"{gcs}/collect/sweep"
+  for name, status in (("a", "finished"), ("b", "running")):
+    rundir.write_json_atomic(f"{src}/{name}/config.json", {"config": {"name": name}})
+    rundir.write_status(f"{src}/{name}", status)
+    rundir.write_text(f"{src}/{name}/metrics.jsonl", '{"step": 1, "loss": 2.5}\n')
+    rundir.write_bytes(f"{src}/{name}/checkpoints/1/state", b"\0" * 1000)
+  dest = tmp_path / "study"
+  out = io.StringIO()
+  assert sweep_fanout.collect([src], str(dest), "copy", out=out) == [str(dest / "a")]
+  assert out.getvalue().splitlines() == [str(dest / "a"), f"# skipped {src}/b: running"]
+  assert sorted(p.name for p in (dest / "a").iterdir()) == ["config.json", "metrics.jsonl",
+                                                           "status.json"]
+  assert (dest / "a" / "metrics.jsonl").read_bytes() == rundir.read_bytes(f"{src}/a/metrics.jsonl")
+  with_ckpt = sweep_fanout.collect([src], str(tmp_path / "full"), "copy", with_checkpoints=True,
+                                   out=io.StringIO())
+  assert (pathlib.Path(with_ckpt[0]) / "checkpoints/1/state").read_bytes() == b"\0" * 1000
+  with pytest.raises(SweepError, match="cannot link gs://.*use --mode copy"):
+    sweep_fanout.collect([src], str(tmp_path / "links"), "link", out=io.StringIO())
+  assert not (tmp_path / "links").exists()
+
+
 # --- a gs:// data directory: built once, published, fetched by the next host -------------
 
 TEXT_FILES = ["textwrap.py", "shlex.py", "heapq.py", "bisect.py", "glob.py", "abc.py"]
@@ -188,14 +214,19 @@ def _data_config(corpus_dir, data_dir):
   return c
 
 
-def test_remote_data_directory_is_built_once_and_fetched(gcs, clean, tmp_path, monkeypatch):
+def test_remote_data_directory_is_built_once_and_fetched(gcs, clean, tmp_path, monkeypatch,
+                                                         capsys):
   import numpy as np
   from scaling_jax import rundir
-  from scaling_jax.data import sources, tokenizer
+  from scaling_jax.data import cli as data_cli, sources, tokenizer
   remote = f"{gcs}/data"
   c = _data_config(write_corpus(tmp_path / "corpus"), remote)
   monkeypatch.setenv("SCALING_JAX_DATA_MIRROR", str(tmp_path / "host1"))
-  built = sources.prepare(c)  # nothing remote yet: built in host1's mirror, then published
+  # Nothing remote yet: `scaling-jax data` builds in host1's mirror, then publishes.
+  assert data_cli.main(["--name", "text_files", "--paths", c.data.paths, "--vocab-size", "512",
+                        "--data-dir", remote, "--quiet"]) == 0
+  assert str(tmp_path / "host1") in capsys.readouterr().out  # the tokenizer's local path
+  built = sources.prepare(c)
   entry = built.token_paths["train"].parent
   assert entry.is_relative_to(tmp_path / "host1")
   remote_entry = f"{remote}/{entry.relative_to(sources.data_root(c)).as_posix()}"
