@@ -65,10 +65,16 @@ def one(preset: str, slice_name: str, setting: str, overrides: list[str]) -> dic
           "compile_s": report.compile_s}
 
 
+def compile_s(tried: list[dict]) -> str:
+  """The compile times of a cell's settings, in the order tried."""
+  return " + ".join(f"{r['compile_s']:.0f}" for r in tried)
+
+
 def table(rows: list[dict]) -> list[str]:
   lines = ["| preset | slice (HBM/chip) | setting that fits | XLA GiB/chip | % of HBM "
-           "| estimate GiB | XLA / estimate | roofline step (estimate) | tried first |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| estimate GiB | XLA / estimate | roofline step (estimate) | tried first "
+           "| compile s |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for preset in PRESETS:
     for slice_name in SLICES:
       tried = [r for r in rows if r["preset"] == preset and r["slice"] == slice_name]
@@ -83,7 +89,7 @@ def table(rows: list[dict]) -> list[str]:
         found = ("none of the ladder" if any(r["setting"] == LADDER[-1][0] for r in tried)
                  else "not yet (ladder unfinished)")
         lines.append(f"| {preset} | {slice_name} ({hbm:.1f} GiB) | {found} | - | - "
-                     f"| - | - | - | {'; '.join(failed)} |")
+                     f"| - | - | - | {'; '.join(failed)} | {compile_s(tried)} |")
         continue
       x = fit["xla_bytes"]  # the estimate as launch/memory.py makes it now:
       e = estimate_preset(preset, fit["micro_seqs_per_chip"],
@@ -93,7 +99,7 @@ def table(rows: list[dict]) -> list[str]:
           f"{fit['remat']}, {fit['micro_seqs_per_chip']} seq/chip per pass | {x / GiB:.2f} "
           f"| {x / fit['hbm']:.0%} | {e / GiB:.2f} | {x / e:.2f} "
           f"| {fit['step_s_estimate'] * 1e3:.0f} ms, MFU {fit['mfu_estimate']:.0%} "
-          f"| {'; '.join(failed) or '-'} |")
+          f"| {'; '.join(failed) or '-'} | {compile_s(tried)} |")
   return lines
 
 
@@ -136,7 +142,9 @@ def main(argv=None) -> int:
            "compiled step, per chip; estimate = `launch/memory.py:estimate_memory` for the "
            "same micro-batch and remat. Roofline step: the step's XLA FLOPs at the chip's "
            "peak bf16 rate or its HBM traffic at full bandwidth, whichever is slower, with no "
-           "communication: an estimate, not a measurement.", ""] + table(rows)
+           "communication: an estimate, not a measurement. Compile s: XLA's TPU compile of "
+           "each setting tried, on 2 CPU cores shared with other jobs (load varied 3x: "
+           "read them as rough).", ""] + table(rows)
   publish(lines, HEADING, write=not args.no_write)
   return 0
 

@@ -215,7 +215,7 @@ def _data_config(corpus_dir, data_dir):
 
 
 def test_remote_data_directory_is_built_once_and_fetched(gcs, clean, tmp_path, monkeypatch,
-                                                         capsys):
+                                                         capsys, caplog):
   import numpy as np
   from scaling_jax import rundir
   from scaling_jax.data import cli as data_cli, sources, tokenizer
@@ -247,6 +247,17 @@ def test_remote_data_directory_is_built_once_and_fetched(gcs, clean, tmp_path, m
   assert (fetched.token_paths["train"].parent / "spm.model").read_bytes() == \
       rundir.read_bytes(f"{remote_entry}/spm.model")
   assert local_run_files(clean) == [] and not any(clean.rglob("*.npy"))
+
+  # The bucket's entry now holds another tokenizer: host1's arrays are neither fetched over
+  # nor published beside it.
+  rundir.write_bytes(f"{remote_entry}/spm.model", b"another tokenizer")
+  rundir.remove(f"{remote_entry}/train.npy")
+  monkeypatch.setenv("SCALING_JAX_DATA_MIRROR", str(tmp_path / "host1"))
+  sources._CACHE.clear()
+  with caplog.at_level("WARNING"):
+    assert sources.prepare(c).token_paths == built.token_paths
+  assert "holds another tokenizer" in caplog.text
+  assert not rundir.exists(f"{remote_entry}/train.npy")
 
 
 def test_remote_data_directory_without_backend_is_refused(monkeypatch):
