@@ -20,7 +20,6 @@ accepted too.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import math
@@ -34,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import topologies
 
-from scaling_jax import accounting, config as config_lib, hardware, losses
+from scaling_jax import accounting, config as config_lib, errors, hardware, losses
 from scaling_jax import model as model_lib, optim, sharding, train
 from scaling_jax.config import ConfigError
 from scaling_jax.train_cli import load_config
@@ -354,8 +353,9 @@ def format_report(r: CompileReport, config) -> str:
   return "\n".join(lines)
 
 
+@errors.boundary("compile")
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(
+  parser = errors.ArgumentParser(
       prog="scaling-jax compile",
       description="Compile the train step for a Cloud TPU slice (no TPU needed): memory per "
                   "device vs HBM, FLOPs, collectives, a roofline estimate.")

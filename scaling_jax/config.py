@@ -1,16 +1,33 @@
-"""Run configuration: defaults, derived facts and early validation.
+"""Run configuration: defaults, loading with overrides, value validation, resume diffs.
 
 Every run is described by one `ml_collections.ConfigDict`. `configs/*.py` start from
-`default_config()` and override fields; `validate()` turns mistakes into one-line
-errors that say what to change, before anything is compiled.
+`default_config()` and override fields. `load_config` is the one loader of a config file
+and its `--config.FIELD=VALUE` overrides (train, sweep, data, demo and compile all use it);
+`validate()` checks every field's value against `RULES` (types, ranges, finiteness, the
+allowed names) and the fields' consistency, raising a one-line ConfigError that says what
+to change, before anything is built or compiled.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.machinery
+import importlib.util
+import math
+import os
+import sys
+from typing import Any, Mapping
+
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from scaling_jax.errors import UserError
+
+OVERRIDE_PREFIX = "--config."
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A run config that cannot work; the message says what to change."""
 
 
@@ -92,24 +109,253 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-VALID = {
-    "model.arch": ("transformer", "universal", "lstm"),
-    "model.param_dtype": ("float32", "bfloat16"),
-    "model.dtype": ("float32", "bfloat16"),
-    "model.attention": ("auto", "einsum", "xla", "cudnn"),
-    "model.remat": ("none", "full", "dots"),
-    "optim.name": ("adamw", "adafactor"),
-    "optim.lr_rule": ("fixed", "kaplan"),
-    "optim.schedule": ("cosine", "constant"),
-    "train.nan_policy": ("stop", "skip"),
+# --- loading: one config file + `--config.FIELD=VALUE` overrides, for every command ---------
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+  """{"model.d_model": "128"} from ["--config.model.d_model=128", ...]; ConfigError for any
+  item that is not of that form."""
+  bad = [o for o in items if not o.startswith(OVERRIDE_PREFIX) or "=" not in o]
+  if bad:
+    raise ConfigError(f"unknown arguments {bad}; set config fields as --config.FIELD=VALUE")
+  return dict(o[len(OVERRIDE_PREFIX):].split("=", 1) for o in items)
+
+
+def format_override(key: str, value: Any) -> str:
+  """`--config.model.d_model=128`; tuples/lists in the form ml_collections parses."""
+  if isinstance(value, (list, tuple)):
+    value = repr(tuple(value))
+  return f"{OVERRIDE_PREFIX}{key}={value}"
+
+
+def _first_line(e: BaseException) -> str:
+  return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def load_user_module(path: str, name: str):
+  """Runs the Python file `path` as a fresh module (never one cached in sys.modules, so a
+  file without get_config() cannot inherit the last one's). Raises what the file raises."""
+  loader = importlib.machinery.SourceFileLoader(name, path)  # any file extension
+  spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+  module = importlib.util.module_from_spec(spec)
+  loader.exec_module(module)
+  return module
+
+
+def _from_file(config_file: str) -> ml_collections.ConfigDict:
+  """get_config() of a config file (`FILE:ARG` calls get_config(ARG), as ml_collections)."""
+  path, _, arg = config_file.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist; pass one of the configs/*.py files")
+  try:
+    get_config = getattr(load_user_module(path, "_scaling_jax_config"), "get_config", None)
+    if not callable(get_config):
+      raise ConfigError(f"config file {path!r} defines no get_config(); it must define one "
+                        "that returns default_config() with fields changed")
+    config = get_config(arg) if arg else get_config()
+  except ConfigError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- the user's file: syntax error, get_config() raising
+    raise ConfigError(f"cannot load config file {path!r}: {type(e).__name__}: "
+                      f"{_first_line(e)}") from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"get_config() of {path!r} returned a {type(config).__name__}; it must "
+                      "return default_config() with fields changed")
+  return config
+
+
+def load_config(config_file: str | None, overrides: list[str] | Mapping[str, Any] = ()):
+  """A config file's get_config() (None: `default_config()`) with the overrides applied,
+  typed by ml_collections (`--config.a.b=v` strings, or a {"a.b": v} mapping), then
+  `validate`d without the device count.
+
+  Raises ConfigError for a missing or broken file, an unknown field, a value of the wrong
+  type or out of its range.
+  """
+  if isinstance(overrides, Mapping):
+    overrides = [format_override(k, v) for k, v in overrides.items()]
+  overrides = list(overrides)
+  parse_overrides(overrides)  # every item is --config.FIELD=VALUE
+  source = config_file or "the default config"
+  base = default_config() if config_file is None else _from_file(config_file)
+  fv = flags.FlagValues()
+  argv = [sys.argv[0] if sys.argv else "scaling-jax", *overrides]
+  try:
+    # sys_argv: the override flags are defined from these, not the process's own sys.argv
+    config_flags.DEFINE_config_dict("config", base, flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
+    fv(argv)
+    config = fv.config
+  except flags.Error as e:
+    raise ConfigError(f"{_first_line(e)}; give the field a value of its type (see "
+                      f"{source})") from None
+  except (AttributeError, KeyError) as e:
+    name = str(e).strip("'\" ")
+    used = [o.split("=")[0] for o in overrides if name in o.split("=")[0].split(".")]
+    raise ConfigError(f"unknown config field {name!r} ({', '.join(used) or overrides}); check "
+                      f"the field names in {source}") from None
+  validate(config)
+  return config
+
+
+# --- values: one rule per field -------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+  """An integer (not a bool) in [lo, hi], or one of the `also` values (value: meaning)."""
+  lo: int | None = None
+  hi: int | None = None
+  also: Mapping[int, str] = dataclasses.field(default_factory=dict)
+
+  def ok(self, v) -> bool:
+    if not isinstance(v, int) or isinstance(v, bool):
+      return False
+    return v in self.also or ((self.lo is None or v >= self.lo)
+                              and (self.hi is None or v <= self.hi))
+
+  def rule(self) -> str:
+    text = ("an integer" + (f" >= {self.lo}" if self.lo is not None and self.hi is None else "")
+            + (f" in [{self.lo}, {self.hi}]" if self.lo is not None and self.hi is not None
+               else ""))
+    return text + "".join(f", or {k} ({m})" for k, m in self.also.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class Float:
+  """A finite number in the interval (open at an end where `*_open`), or an `also` value."""
+  lo: float | None = None
+  hi: float | None = None
+  lo_open: bool = False
+  hi_open: bool = False
+  also: Mapping[float, str] = dataclasses.field(default_factory=dict)
+
+  def ok(self, v) -> bool:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+      return False
+    if v in self.also:
+      return True
+    above = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
+    below = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+    return above and below
+
+  def rule(self) -> str:
+    if self.lo is not None and self.hi is not None:
+      where = f" in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+    elif self.lo is not None:
+      where = f" {'>' if self.lo_open else '>='} {self.lo}"
+    else:
+      where = ""
+    return "a finite number" + where + "".join(f", or {k} ({m})" for k, m in self.also.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+  values: tuple
+
+  def ok(self, v) -> bool:
+    return isinstance(v, str) and v in self.values
+
+  def rule(self) -> str:
+    return f"one of {self.values}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bool:
+  def ok(self, v) -> bool:
+    return isinstance(v, bool)
+
+  def rule(self) -> str:
+    return "True or False"
+
+
+@dataclasses.dataclass(frozen=True)
+class Str:
+  nonempty: bool = False
+
+  def ok(self, v) -> bool:
+    return isinstance(v, str) and (bool(v.strip()) or not self.nonempty)
+
+  def rule(self) -> str:
+    return "a non-empty string" if self.nonempty else "a string"
+
+
+@dataclasses.dataclass(frozen=True)
+class Names:
+  """A tuple of non-empty strings (may be empty)."""
+
+  def ok(self, v) -> bool:
+    return isinstance(v, (tuple, list)) and all(isinstance(x, str) and x.strip() for x in v)
+
+  def rule(self) -> str:
+    return "a tuple of non-empty names, e.g. ('validation',)"
+
+
+POSITIVE = Int(1)
+UNIT = Float(0.0, 1.0, hi_open=True)
+
+# Every field's rule. A field missing here (a new one) is held to its default's type (an int
+# stays an int, a float finite, ...): add it here to give it a range.
+RULES: dict[str, Any] = {
+    "seed": Int(0, 2**31 - 1),
+    "model.arch": OneOf(("transformer", "universal", "lstm")),
+    "model.n_layer": POSITIVE, "model.d_model": POSITIVE, "model.n_heads": POSITIVE,
+    "model.d_ff": POSITIVE, "model.n_ctx": POSITIVE, "model.vocab_size": POSITIVE,
+    "model.param_dtype": OneOf(("float32", "bfloat16")),
+    "model.dtype": OneOf(("float32", "bfloat16")),
+    "model.attention": OneOf(("auto", "einsum", "xla", "cudnn")),
+    "model.remat": OneOf(("none", "full", "dots")),
+    "model.loss_chunk_tokens": Int(1, also={-1: "sized for the backend", 0: "unfused"}),
+    "data.name": Str(nonempty=True),
+    "data.tokenizer_vocab_size": Int(1, also={-1: "model.vocab_size"}),
+    "data.max_tokens": Int(1, also={-1: "all"}),
+    "data.eval_sets": Names(),
+    "data.eval_batches": POSITIVE,  # eval off: data.eval_sets=() (validate)
+    "data.worker_count": Int(0),
+    "train.batch_size": POSITIVE, "train.num_steps": POSITIVE, "train.grad_accum": POSITIVE,
+    "train.max_pass_tokens": Int(1, also={-1: "the backend's default", 0: "no cap"}),
+    "train.log_every": POSITIVE, "train.eval_every": POSITIVE, "train.ckpt_every": POSITIVE,
+    "train.keep_checkpoints": POSITIVE,  # 0 would leave nothing to resume from
+    "train.nan_policy": OneOf(("stop", "skip")),
+    "train.max_skipped_steps": Int(0),
+    "train.peak_flops_per_device": Float(0.0, lo_open=True, also={-1.0: "from the device table"}),
+    "optim.name": OneOf(("adamw", "adafactor")),
+    "optim.lr": Float(0.0, lo_open=True),
+    "optim.lr_rule": OneOf(("fixed", "kaplan")),
+    "optim.schedule": OneOf(("cosine", "constant")),
+    "optim.warmup_steps": Int(0),
+    "optim.b1": UNIT, "optim.b2": UNIT,
+    "optim.eps": Float(0.0, lo_open=True),
+    "optim.weight_decay": Float(0.0),
+    "optim.clip_norm": Float(),  # <= 0 disables clipping
+    "mesh.data": Int(1, also={-1: "all the devices the other axes leave"}),
+    "mesh.fsdp": Int(1, also={-1: "all the devices the other axes leave"}),
+    "mesh.tensor": Int(1, also={-1: "all the devices the other axes leave"}),
+    "gns.num_small": Int(2),
+    "gns.ema": UNIT,
 }
 
+# What to do, where the rule alone does not say it.
+HINTS = {
+    "data.eval_batches": "to train without evaluation set config.data.eval_sets=()",
+    "train.keep_checkpoints": "a run keeps at least one checkpoint to resume from",
+    "optim.lr": "a learning rate such as 1e-3, or optim.lr_rule=kaplan",
+    "gns.num_small": "the gradient noise scale compares at least 2 micro-batches",
+}
 
-def _get(config, dotted):
-  node = config
-  for part in dotted.split("."):
-    node = node[part]
-  return node
+_RULE_OF_TYPE = {bool: Bool(), int: Int(), float: Float(), str: Str(), tuple: Names()}
+
+
+def _flat_items(config, prefix: str = ""):
+  for key, value in config.items():
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      yield from _flat_items(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def _rule_for(name: str, defaults: dict[str, Any]):
+  if name in RULES:
+    return RULES[name]
+  return _RULE_OF_TYPE.get(type(defaults.get(name)))
 
 
 def num_micro_batches(config) -> int:
@@ -121,48 +367,24 @@ def num_micro_batches(config) -> int:
 
 
 def validate(config, num_devices: int | None = None) -> None:
-  """Raises ConfigError with a one-line fix for any inconsistent field."""
-  for dotted, allowed in VALID.items():
-    value = _get(config, dotted)
-    if value not in allowed:
-      raise ConfigError(f"config.{dotted}={value!r} is not one of {allowed}")
+  """Raises ConfigError with a one-line fix for a field out of its range (RULES) or fields
+  that contradict each other; with `num_devices`, also for a mesh that cannot hold them."""
+  defaults = dict(_flat_items(default_config()))
+  for name, value in _flat_items(config):
+    rule = _rule_for(name, defaults)
+    if rule is not None and not rule.ok(value):
+      hint = f"; {HINTS[name]}" if name in HINTS else ""
+      raise ConfigError(f"config.{name}={value!r} must be {rule.rule()}{hint}")
   m, t = config.model, config.train
-  positive = {
-      "model.n_layer": m.n_layer, "model.d_model": m.d_model, "model.n_heads": m.n_heads,
-      "model.d_ff": m.d_ff, "model.n_ctx": m.n_ctx, "model.vocab_size": m.vocab_size,
-      "train.batch_size": t.batch_size, "train.num_steps": t.num_steps,
-      "train.grad_accum": t.grad_accum, "train.log_every": t.log_every,
-      "train.eval_every": t.eval_every, "train.ckpt_every": t.ckpt_every,
-  }
-  for name, value in positive.items():
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ConfigError(f"config.{name}={value!r} must be a positive integer")
   if m.d_model % m.n_heads:
     raise ConfigError(
         f"config.model.n_heads={m.n_heads} does not divide config.model.d_model={m.d_model}; "
         f"pick n_heads among {[h for h in range(1, m.d_model + 1) if m.d_model % h == 0][:12]}")
-  if (not isinstance(t.max_pass_tokens, int) or isinstance(t.max_pass_tokens, bool)
-      or t.max_pass_tokens < -1):
-    raise ConfigError(f"config.train.max_pass_tokens={t.max_pass_tokens!r} must be a positive "
-                      "number of tokens, -1 (the backend's default) or 0 (no cap)")
-  if (not isinstance(m.loss_chunk_tokens, int) or isinstance(m.loss_chunk_tokens, bool)
-      or m.loss_chunk_tokens < -1):
-    raise ConfigError(f"config.model.loss_chunk_tokens={m.loss_chunk_tokens!r} must be a "
-                      "positive number of tokens, -1 (sized for the backend) or 0 (unfused)")
-  if config.optim.lr <= 0:
-    raise ConfigError(f"config.optim.lr={config.optim.lr} must be > 0")
-  if not 0 <= config.optim.warmup_steps:
-    raise ConfigError("config.optim.warmup_steps must be >= 0")
   if config.optim.schedule == "cosine" and config.optim.warmup_steps >= t.num_steps:
     raise ConfigError(
         f"config.optim.warmup_steps={config.optim.warmup_steps} leaves no steps for the cosine "
         f"decay of a {t.num_steps}-step run; use fewer warmup steps or schedule=constant")
-  if not 0.0 <= config.gns.ema < 1.0:
-    raise ConfigError(f"config.gns.ema={config.gns.ema} must be in [0, 1)")
   k = num_micro_batches(config)
-  if config.gns.enabled and k < 2:
-    raise ConfigError("GNS needs at least 2 micro-batches: set config.gns.num_small>=2 "
-                      "or config.gns.enabled=False")
   if t.batch_size % k:
     raise ConfigError(
         f"config.train.batch_size={t.batch_size} is not divisible by the {k} micro-batches "

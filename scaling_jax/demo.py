@@ -31,16 +31,16 @@ and --scale large (8 sizes to N = 38M, 8000 steps; for an accelerator). Another 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from typing import Any
 
+from scaling_jax import errors, preflight
 from scaling_jax import report as report_lib
 from scaling_jax import sweep as sweep_lib
-from scaling_jax.config import ConfigError
+from scaling_jax.config import ConfigError, parse_overrides
 from scaling_jax.scaling import bcrit as bcrit_lib
 from scaling_jax.scaling.laws import FitError
 
@@ -103,13 +103,6 @@ def demo_runs(scale: str, overrides: dict[str, Any] | None = None,
   return runs
 
 
-def parse_overrides(items: list[str]) -> dict[str, str]:
-  bad = [o for o in items if not o.startswith("--config.") or "=" not in o]
-  if bad:
-    raise ConfigError(f"unknown arguments {bad}; set config fields as --config.FIELD=VALUE")
-  return dict(o[len("--config."):].split("=", 1) for o in items)
-
-
 def build_data(config_file: str, overrides: dict[str, Any], stream=sys.stderr):
   """Builds (or finds cached) the dataset and tokenizer every run shares, once, up front."""
   from scaling_jax import data as data_lib
@@ -126,9 +119,9 @@ def build_data(config_file: str, overrides: dict[str, Any], stream=sys.stderr):
   return info
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(
+@errors.boundary("demo")
+def main(argv: list[str]) -> int:
+  parser = errors.ArgumentParser(
       prog="scaling-jax demo",
       description="A miniature scaling-law study end to end: data, size sweep with GNS, "
                   "fit, held-out extrapolation, B_crit, frontier, HTML report.")
@@ -136,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--scale", default="small", choices=sorted(SCALES),
                       help="small: ~11 min of training on 2 CPU cores (default); medium: ~3 h; "
                            "large: for an accelerator; tiny: for tests")
-  parser.add_argument("--parallel", type=int, default=min(2, os.cpu_count() or 1),
+  parser.add_argument("--parallel", type=errors.positive_int, default=min(2, os.cpu_count() or 1),
                       help="trainings at once (default 2: on a 2-core CPU two processes "
                            "use the cores better than one process's threads)")
-  parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples")
-  parser.add_argument("--seed", type=int, default=0, help="seed of every run and the fits")
+  parser.add_argument("--bootstrap", type=errors.non_negative_int, default=None,
+                      help="bootstrap resamples")
+  parser.add_argument("--seed", type=errors.non_negative_int, default=0,
+                      help="seed of every run and the fits")
   parser.add_argument("--config", default=CONFIG, help="the model family's config file")
   parser.add_argument("--b-crit", default="gns", metavar="{gns,kaplan,none,NUMBER}",
                       help="B_crit(L) for S_min = S/(1+B_crit/B), C_min and the frontier: "
@@ -152,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     bcrit_lib.parse_spec(args.b_crit)
     overrides = {"seed": args.seed, **parse_overrides(rest)}
     runs = demo_runs(args.scale, overrides, args.config)
+    preflight.check_output_dir(args.out, "--out")
     build_data(args.config, runs[0]["overrides"])
   except (ConfigError, FitError) as e:
     print(f"scaling-jax demo: error: {e}", file=sys.stderr)

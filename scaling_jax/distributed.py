@@ -34,6 +34,8 @@ import os
 import re
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
+from scaling_jax.errors import UserError
+
 MODES = ("auto", "none", "explicit", "slurm", "tpu")
 ENV_MODE = "SCALING_JAX_DIST"
 ENV_COORDINATOR = "SCALING_JAX_COORDINATOR"
@@ -45,7 +47,7 @@ ENV_PORT = "SCALING_JAX_PORT"
 DEFAULT_PORT = 61000  # SLURM without a job id; with one: 61000 + job_id % 4000
 
 
-class DistributedError(ValueError):
+class DistributedError(UserError, ValueError):
   """A multi-host setting that cannot work; the message says what to set."""
 
 

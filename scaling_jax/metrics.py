@@ -50,6 +50,12 @@ def _clean(value: Any) -> Any:
   return value
 
 
+def _json_line(record: dict[str, Any]) -> str:
+  """One strict-JSON line (NaN and inf as the strings "nan", "inf", "-inf", which
+  `read_metrics` turns back into floats)."""
+  return json.dumps({k: _clean(v) for k, v in record.items()}, allow_nan=False) + "\n"
+
+
 class MetricsWriteError(OSError):
   """metrics.jsonl could not be written (disk full, unwritable); the message says what to do."""
 
@@ -144,7 +150,7 @@ class MetricsWriter:
     if not segments and not rundir.exists(self.path):
       return
     kept = [r for r in read_metrics(self.workdir) if r.get(keys.STEP, 0) <= step]
-    text = "".join(json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in kept)
+    text = "".join(_json_line(r) for r in kept)
     try:
       rundir.write_text(self.path, text)  # atomic: the old file stays whole if this fails
       for seg in segments:  # after the consolidated file is written: nothing is lost
@@ -158,7 +164,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     record = {k: _clean(v) for k, v in record.items()}
-    line = json.dumps(record) + "\n"
+    line = _json_line(record)
     if self.remote:
       self._write_segment(line, record.get(keys.STEP))
     else:

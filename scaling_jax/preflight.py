@@ -7,7 +7,9 @@ found up front and raises PreflightError (a ConfigError: the CLI prints one line
 - the workdir can be created and written (a probe file is written, fsync'ed, removed);
 - the free space holds the checkpoints the run keeps (estimated from the parameter count,
   dtype and optimizer) plus its metrics;
-- an existing run there was written by this scaling_jax version (rundir.check_versions).
+- an existing run there was written by this scaling_jax version (rundir.check_versions)
+  and its config.json is not damaged (rundir.DamagedRunFile, exit 2, nothing touched).
+`check_output_dir` does the same for the other commands' output directories (--out).
 A remote workdir (gs://) is refused in one line unless its backend (gcsfs) is installed,
 and must accept a probe object; an object store has no free-space figure to check.
 """
@@ -18,6 +20,7 @@ import dataclasses
 import os
 import shutil
 import sys
+import tempfile
 
 from scaling_jax import accounting, rundir
 from scaling_jax.config import ConfigError
@@ -109,6 +112,26 @@ def check_writable(workdir: str) -> None:
       os.remove(probe)
     except OSError:
       pass
+
+
+def check_output_dir(out: str, flag: str) -> None:
+  """PreflightError, before any work, when output directory `out` (named by option `flag`)
+  is under a file or cannot be written (a probe file in its nearest existing ancestor is
+  created and removed). Creates nothing."""
+  if rundir.is_remote(out):
+    rundir.check_backend(out)
+    return
+  existing = os.path.abspath(out)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise PreflightError(f"{flag} {out}: {existing} is not a directory; choose another {flag}")
+  try:
+    with tempfile.NamedTemporaryFile(dir=existing, prefix=".scaling_jax_probe."):
+      pass
+  except OSError as e:
+    raise PreflightError(f"{flag} {out}: cannot write in {existing} ({e.strerror or e}); "
+                         f"choose another {flag}") from None
 
 
 def check_disk(config, workdir: str) -> Report:

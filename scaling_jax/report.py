@@ -11,7 +11,6 @@ The HTML embeds its figures, so it can be mailed as one file; the PNGs lie besid
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from scaling_jax import rundir
+from scaling_jax import errors, preflight, rundir
 from scaling_jax.scaling import bcrit as bcrit_lib
 from scaling_jax.scaling import study as study_lib
 from scaling_jax.scaling.laws import FitError
@@ -295,30 +294,28 @@ def report(study_dir: str, out_dir: str | None = None, *, bootstrap: int = 200, 
   return a, paths
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(
+@errors.boundary("report")
+def main(argv: list[str]) -> int:
+  parser = errors.ArgumentParser(
       prog="scaling-jax report",
       description="The study analysis (B_crit(L), L(N, S_min), held-out extrapolation, "
                   "L(N), frontier) as STUDY/report/report.html (+ PNGs, report.json).")
   parser.add_argument("study", help="a sweep directory of run directories")
   parser.add_argument("--out", default=None, help="report directory (default STUDY/report)")
-  parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--bootstrap", type=errors.non_negative_int, default=200,
+                      help="bootstrap resamples")
+  parser.add_argument("--seed", type=errors.non_negative_int, default=0)
   parser.add_argument("--b-crit", default="gns", metavar="{gns,sweep,kaplan,none,NUMBER}",
                       help="B_crit(L) for S_min, C_min and the frontier: the law fitted to "
                            "the runs' pooled GNS (default), a batch-size sweep, Kaplan's, no "
                            "adjustment, or a constant in tokens")
   args = parser.parse_args(argv)
-  try:
-    if not rundir.is_dir(args.study):
-      raise FitError(f"{args.study!r} is not a directory; pass a sweep directory of run "
-                     "directories")
-    report(args.study, args.out, bootstrap=args.bootstrap, seed=args.seed,
-           b_crit=bcrit_lib.parse_spec(args.b_crit))
-  except (FitError, rundir.RemoteBackendError) as e:
-    print(f"scaling-jax report: error: {e}", file=sys.stderr)
-    return 2
+  b_crit = bcrit_lib.parse_spec(args.b_crit)
+  if not rundir.is_dir(args.study):
+    raise FitError(f"{args.study!r} is not a directory; pass a sweep directory of run "
+                   "directories")
+  preflight.check_output_dir(args.out or f"{str(args.study).rstrip('/')}/{REPORT_DIR}", "--out")
+  report(args.study, args.out, bootstrap=args.bootstrap, seed=args.seed, b_crit=b_crit)
   return 0
 
 

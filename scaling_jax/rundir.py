@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import sys
 from typing import Any, Union
@@ -32,6 +33,7 @@ from typing import Any, Union
 from etils import epath
 
 from scaling_jax.config import ConfigError
+from scaling_jax.errors import UserError
 
 PathLike = Union[str, os.PathLike]
 
@@ -168,28 +170,92 @@ def write_text(p: PathLike, text: str) -> None:
   write_bytes(p, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+  """`obj` as plain JSON values: numpy scalars and arrays as numbers and lists, NaN and
+  +-inf as null (strict JSON has no NaN), other objects as their string."""
+  if isinstance(obj, dict):
+    return {str(k): strict_json(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [strict_json(v) for v in obj]
+  if isinstance(obj, float):
+    return obj if math.isfinite(obj) else None
+  if obj is None or isinstance(obj, (str, int, bool)):
+    return obj
+  return strict_json(json_default(obj))
+
+
 def write_json_atomic(path: PathLike, obj: Any) -> None:
-  """Writes JSON so that readers never see half a file (write_bytes)."""
-  write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default).encode())
+  """Writes strict JSON (NaN and inf as null, `strict_json`) so that readers never see half
+  a file (write_bytes)."""
+  text = json.dumps(strict_json(obj), indent=2, sort_keys=True, allow_nan=False)
+  write_bytes(path, text.encode())
 
 
-def read_json(p: PathLike) -> dict[str, Any] | None:
-  """A JSON file's content; None if it is missing or not valid JSON."""
+class DamagedRunFile(UserError):
+  """A run-directory JSON file that is truncated, not UTF-8, not JSON or of the wrong shape.
+  Nothing is rewritten or deleted: the message names the file and what to do."""
+
+
+# What to do about a damaged file, by name; the run's checkpoints and metrics are kept.
+DAMAGED_FIX = {
+    CONFIG_FILE: "restore it from a copy, or train into a new --workdir (nothing in the run "
+                 "was changed)",
+    STATUS_FILE: "delete it and rerun: the run resumes from its checkpoints",
+}
+
+
+def _parse_object(data: bytes) -> tuple[dict[str, Any] | None, str]:
+  """(the JSON object in `data`, "") or (None, what is wrong with it)."""
   try:
-    return json.loads(read_bytes(p))
-  except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    obj = json.loads(data.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    return None, f"not UTF-8 ({e.reason} at byte {e.start})"
+  except json.JSONDecodeError as e:
+    return None, f"not valid JSON, truncated? ({e.msg}: line {e.lineno}, column {e.colno})"
+  if not isinstance(obj, dict):
+    return None, f"a JSON {type(obj).__name__}, not an object"
+  return obj, ""
+
+
+def read_json(p: PathLike, shape: dict[str, Any] | None = None) -> dict[str, Any] | None:
+  """A run-directory JSON object; None if the file is missing. DamagedRunFile (naming the
+  file) if it cannot be read or decoded, is not a JSON object, or a key of `shape` holds a
+  value of the wrong shape ({key: dict, an object if present; or a tuple of the values
+  allowed})."""
+  try:
+    data = read_bytes(p)
+  except FileNotFoundError:
     return None
+  except OSError as e:
+    problem, obj = f"unreadable ({e.strerror or e})", None
+  else:
+    obj, problem = _parse_object(data)
+  for key, want in (shape or {}).items() if obj is not None else ():
+    value = obj.get(key)
+    if isinstance(want, tuple) and value not in want:
+      problem = f'its "{key}" is {value!r}, not one of {want}'
+    elif isinstance(want, type) and key in obj and not isinstance(value, want):
+      problem = f'its "{key}" is a JSON {type(value).__name__}, not an object'
+    if problem:
+      break
+  if problem:
+    fix = DAMAGED_FIX.get(os.path.basename(os.fspath(p)), "restore it from a copy")
+    raise DamagedRunFile(f"{os.fspath(p)} is damaged: {problem}; {fix}")
+  return obj
 
 
 def read_config(run_dir: PathLike) -> dict[str, Any] | None:
-  """The run's config.json ({"config", "facts", "versions", "devices"}), or None."""
-  return read_json(path(run_dir) / CONFIG_FILE)
+  """The run's config.json ({"config", "facts", "versions", "devices"}), None if it has
+  none; DamagedRunFile if it is damaged."""
+  return read_json(path(run_dir) / CONFIG_FILE,
+                   {"config": dict, "facts": dict, "versions": dict, "devices": dict})
 
 
 def read_status(run_dir: PathLike) -> dict[str, Any]:
-  """The run's status.json; a directory without one is 'missing'."""
-  status = read_json(path(run_dir) / STATUS_FILE)
-  return status if status else {"status": "missing"}
+  """The run's status.json; a directory without one is 'missing'; DamagedRunFile if it is
+  damaged."""
+  status = read_json(path(run_dir) / STATUS_FILE, {"status": STATUSES})
+  return status if status is not None else {"status": "missing"}
 
 
 def write_status(run_dir: PathLike, status: str, **extra: Any) -> None:

@@ -21,10 +21,8 @@ launch/sweep_fanout.py shares this module's sweep-file loading (`load_sweep`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.resources
-import importlib.util
 import os
 import re
 import signal
@@ -34,8 +32,9 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
-from scaling_jax import metrics, rundir
-from scaling_jax.config import ConfigError
+from scaling_jax import accounting, errors, metrics, preflight, rundir
+from scaling_jax.config import (ConfigError, format_override, load_config, load_user_module,
+                                parse_overrides)
 
 # The shipped configs (the repo's configs/, installed as the package scaling_jax.configs).
 CONFIGS_DIR = str(importlib.resources.files("scaling_jax.configs"))
@@ -48,28 +47,28 @@ SWEEP_FILE = "sweep.json"
 EX_TEMPFAIL = 75  # the trainer's exit code when preempted (resume by rerunning)
 
 
-class SweepError(ValueError):
+class SweepError(errors.UserError, ValueError):
   """A sweep definition that cannot run; the message says what to fix."""
 
 
 # ---------------------------------------------------------------------------- sweep files
 
-def format_override(key: str, value: Any) -> str:
-  """`--config.model.d_model=128`; tuples/lists in the form ml_collections parses."""
-  if isinstance(value, (list, tuple)):
-    value = repr(tuple(value))
-  return f"--config.{key}={value}"
+RUN_FORM = '{"name": str, "config": "configs/X.py", "overrides": {"field.name": value}}'
 
 
 def normalize_runs(runs: Any, source: str = "get_sweep()") -> list[dict[str, Any]]:
   """Dicts {name, config, overrides} from dicts or (name, config, overrides) tuples."""
+  if isinstance(runs, (str, bytes, Mapping)) or not isinstance(runs, Sequence):
+    raise SweepError(f"{source} returned a {type(runs).__name__}; it must return a list of "
+                     f"runs, each {RUN_FORM}")
   out, seen = [], set()
   for i, run in enumerate(runs):
     if isinstance(run, (tuple, list)) and len(run) == 3:
       run = {"name": run[0], "config": run[1], "overrides": run[2]}
-    if not isinstance(run, Mapping) or "name" not in run or "config" not in run:
-      raise SweepError(f"{source} item {i} is {run!r}; each run must be "
-                       '{"name": str, "config": "configs/X.py", "overrides": {...}}')
+    if (not isinstance(run, Mapping) or "name" not in run
+        or not isinstance(run.get("config"), str)
+        or not isinstance(run.get("overrides") or {}, Mapping)):
+      raise SweepError(f"{source} item {i} is {run!r}; each run must be {RUN_FORM}")
     name = str(run["name"])
     if not NAME_RE.fullmatch(name):
       raise SweepError(f"{source} run name {name!r} must be letters, digits, _ . = - "
@@ -85,15 +84,21 @@ def normalize_runs(runs: Any, source: str = "get_sweep()") -> list[dict[str, Any
 
 
 def load_sweep(path: str) -> list[dict[str, Any]]:
-  """Imports the sweep file and normalizes its get_sweep()."""
+  """Imports the sweep file and normalizes its get_sweep(). Whatever the user's file raises
+  (a syntax error, an exception in get_sweep()) is a SweepError naming the file."""
   if not os.path.isfile(path):
     raise SweepError(f"sweep file {path!r} not found")
-  spec = importlib.util.spec_from_file_location("_sweep_definition", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
-    raise SweepError(f"{path} defines no get_sweep(); it must return a list of runs")
-  return normalize_runs(module.get_sweep(), f"{path}:get_sweep()")
+  try:
+    get_sweep = getattr(load_user_module(path, "_sweep_definition"), "get_sweep", None)
+    if not callable(get_sweep):
+      raise SweepError(f"{path} defines no get_sweep(); it must return a list of runs")
+    runs = get_sweep()
+  except SweepError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- the user's code: one line saying where
+    raise SweepError(f"sweep file {path} failed: {type(e).__name__}: {errors.one_line(e)}; "
+                     "fix the file") from None
+  return normalize_runs(runs, f"{path}:get_sweep()")
 
 
 def resolve_config(config: str, sweep_dir: str | None = None) -> str:
@@ -140,21 +145,37 @@ def pending(runs: Sequence[Mapping[str, Any]], out_dir: str, rerun_finished: boo
 # ---------------------------------------------------------------------------- progress
 
 def load_run_config(config: str, overrides: Mapping[str, Any]):
-  """The ConfigDict a run trains with: train_cli.load_config with the overrides applied."""
-  from scaling_jax.train_cli import load_config
-  return load_config(config, [format_override(k, v) for k, v in overrides.items()])
+  """The ConfigDict a run trains with (config.load_config: typed and validated)."""
+  return load_config(config, overrides)
+
+
+def check_runs(runs: Sequence[Mapping[str, Any]]) -> None:
+  """SweepError naming the first run whose config does not load or validate, before any
+  run starts (a typo in an override must not cost a sweep's worth of failed runs)."""
+  for run in runs:
+    try:
+      load_run_config(run["config"], run["overrides"])
+    except ConfigError as e:
+      raise SweepError(f"run {run['name']!r}: {e}; fix its config or overrides") from None
+
+
+def prepare_runs(runs: Any, sweep_dir: str | None = None) -> list[dict[str, Any]]:
+  """The normalized runs with absolute config paths, every config loaded and validated."""
+  runs = [dict(r, config=resolve_config(r["config"], sweep_dir)) for r in normalize_runs(runs)]
+  check_runs(runs)
+  return runs
 
 
 def run_cost(run: Mapping[str, Any]) -> tuple[float, int]:
-  """(relative cost = training FLOPs, num_steps) of a run, for the ETA; (nan, 0) if unknown."""
+  """(relative cost = training FLOPs, num_steps) of a run, for the ETA; (nan, 0) if its
+  config does not load (run_sweep refuses such a run before it starts)."""
   try:
-    from scaling_jax import accounting
     c = load_run_config(run["config"], run["overrides"])
-    steps = int(c.train.num_steps)
-    flops = accounting.counts(c.model).flops_per_token_exact
-    return float(flops) * steps * c.train.batch_size * c.model.n_ctx, steps
-  except Exception:  # a bad config fails in its own subprocess, with its own message
+  except ConfigError:
     return float("nan"), 0
+  steps = int(c.train.num_steps)
+  flops = accounting.counts(c.model).flops_per_token_exact
+  return float(flops) * steps * c.train.batch_size * c.model.n_ctx, steps
 
 
 def _fmt_s(s: float) -> str:
@@ -321,6 +342,8 @@ def _finish(run_path: str, name: str, rc: int, wall_s: float, log: str) -> RunRe
   if rc == EX_TEMPFAIL or (rc < 0 and status["status"] == "preempted"):
     return RunResult(name, "preempted", rc, wall_s)
   error = status.get("error") if status["status"] == "failed" else None
+  if rc < 0:  # the process was killed (OOM killer, kill -9, a scheduler)
+    error = f"killed by signal {-rc} ({signal.Signals(-rc).name})" + (f"; {error}" if error else "")
   error = error or _log_tail(log) or f"exited with code {rc}"
   if rc == 0:
     error = f"exited 0 but status.json says {status['status']!r}; {error}"
@@ -343,11 +366,19 @@ def run_sweep(runs: Sequence[Mapping[str, Any]], out_dir: str, *, parallel: int 
   """
   if parallel < 1:
     raise SweepError(f"--parallel {parallel} must be >= 1")
-  runs = [dict(r, config=resolve_config(r["config"], sweep_dir)) for r in normalize_runs(runs)]
+  runs = prepare_runs(runs, sweep_dir)
   out_dir = absolute(out_dir)
-  rundir.makedirs(out_dir)
-  rundir.write_json_atomic(rundir.path(out_dir) / SWEEP_FILE, {"runs": runs})
+  preflight.check_output_dir(out_dir, "--out")
+  for run in runs:
+    where = run_dir(out_dir, run["name"])
+    if rundir.exists(where) and not rundir.is_dir(where):
+      raise SweepError(f"{where} exists and is not a run directory; move it away or rename "
+                       f"run {run['name']!r}")
+  # Every input is checked (run statuses read: DamagedRunFile) before the first write.
   todo, done = pending(runs, out_dir, rerun_finished)
+  with errors.writing(out_dir, "--out"):
+    rundir.makedirs(out_dir)
+    rundir.write_json_atomic(rundir.path(out_dir) / SWEEP_FILE, {"runs": runs})
   results = {n: RunResult(n, "skipped") for n in done}
   if done and stream is not None:
     stream.write(f"[sweep] skipping {len(done)} finished run(s): {', '.join(done)}\n")
@@ -433,41 +464,34 @@ def summarize(results: Mapping[str, RunResult]) -> tuple[str, int]:
   return text, code
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(
+@errors.boundary("sweep")
+def main(argv: list[str]) -> int:
+  parser = errors.ArgumentParser(
       prog="scaling-jax sweep",
       description="Run every training of a sweep file (get_sweep()) into OUT/NAME; rerun "
                   "to skip finished runs, resume interrupted ones and retry failed ones.")
   parser.add_argument("sweep", help="python file whose get_sweep() lists the runs")
   parser.add_argument("--out", required=True, help="sweep directory; run NAME goes in OUT/NAME")
-  parser.add_argument("--parallel", type=int, default=1, help="trainings at once (processes)")
+  parser.add_argument("--parallel", type=errors.positive_int, default=1,
+                      help="trainings at once (processes)")
   parser.add_argument("--rerun-finished", action="store_true",
                       help="run finished runs again too (they resume at their last step)")
   parser.add_argument("--dry-run", action="store_true", help="print the commands only")
   args, overrides = parser.parse_known_args(argv)
-  bad = [o for o in overrides if not o.startswith("--config.") or "=" not in o]
-  if bad:
-    parser.error(f"unknown arguments {bad}; extra config fields for every run are "
-                 "--config.FIELD=VALUE")
-  extra = dict(o[len("--config."):].split("=", 1) for o in overrides)
-  try:
-    runs = load_sweep(args.sweep)
-    runs = [dict(r, overrides={**r["overrides"], **extra}) for r in runs]
-    sweep_dir = os.path.dirname(os.path.abspath(args.sweep))
-    if args.dry_run:
-      todo, done = pending(runs, absolute(args.out), args.rerun_finished)
-      for r in todo:
-        r = dict(r, config=resolve_config(r["config"], sweep_dir))
-        print(" ".join(train_command(r, absolute(args.out))))
-      print(f"# {len(todo)} to run, {len(done)} finished")
-      return 0
-    t0 = time.monotonic()
-    results = run_sweep(runs, args.out, parallel=args.parallel,
-                        rerun_finished=args.rerun_finished, sweep_dir=sweep_dir)
-  except (SweepError, ConfigError) as e:  # ConfigError: a gs:// OUT without its backend
-    print(f"scaling-jax sweep: error: {e}", file=sys.stderr)
-    return 2
+  extra = parse_overrides(overrides)  # extra config fields for every run
+  runs = load_sweep(args.sweep)
+  runs = [dict(r, overrides={**r["overrides"], **extra}) for r in runs]
+  sweep_dir = os.path.dirname(os.path.abspath(args.sweep))
+  if args.dry_run:
+    runs = prepare_runs(runs, sweep_dir)
+    todo, done = pending(runs, absolute(args.out), args.rerun_finished)
+    for r in todo:
+      print(" ".join(train_command(r, absolute(args.out))))
+    print(f"# {len(todo)} to run, {len(done)} finished")
+    return 0
+  t0 = time.monotonic()
+  results = run_sweep(runs, args.out, parallel=args.parallel,
+                      rerun_finished=args.rerun_finished, sweep_dir=sweep_dir)
   text, code = summarize(results)
   print(f"[sweep] {args.out}: {text} in {_fmt_s(time.monotonic() - t0)}")
   if code == 1:

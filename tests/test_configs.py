@@ -1,6 +1,7 @@
 """Config files load and validate; overrides are typed; the CLI gives one-line errors."""
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import jax
 import pytest
 
 from scaling_jax import accounting, config as config_lib, model as model_lib
-from scaling_jax.train_cli import load_config
+from scaling_jax.config import load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py") if not p.name.startswith("_"))
@@ -55,6 +56,56 @@ def test_overrides_are_applied_and_typed():
 def test_bad_overrides_raise_config_error(override, fragment):
   with pytest.raises(config_lib.ConfigError, match=fragment):
     load_config(str(REPO / "configs" / "tiny.py"), [override])
+
+
+def _float_fields():
+  return [k for k, v in config_lib._flat_items(config_lib.default_config())
+          if isinstance(v, float)]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_field_refuses_non_finite_values(bad):
+  """No float field (including ones added later without a rule) accepts NaN or inf."""
+  assert len(_float_fields()) >= 8
+  for name in _float_fields():
+    section, field = name.split(".")
+    c = config_lib.default_config()
+    c[section][field] = bad
+    with pytest.raises(config_lib.ConfigError, match=f"config.{name}="):
+      config_lib.validate(c)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.keep_checkpoints=0", ">= 1"), ("data.eval_batches=0", "eval_sets=()"),
+    ("optim.lr=0.0", "> 0"), ("seed=-3", "seed=-3"), ("optim.b1=1.0", "[0.0, 1.0)"),
+    ("model.loss_chunk_tokens=-2", "-1 (sized for the backend)"), ("mesh.tensor=-2", "-1"),
+])
+def test_values_out_of_range_are_refused_by_the_rule_table(override, fragment):
+  key, value = override.split("=")
+  with pytest.raises(config_lib.ConfigError, match=re.escape(fragment)):
+    load_config(str(REPO / "configs" / "tiny.py"), [f"--config.{key}={value}"])
+
+
+def test_turning_eval_off_is_explicit():
+  c = load_config(str(REPO / "configs" / "tiny.py"), ["--config.data.eval_sets=()"])
+  assert c.data.eval_sets == ()
+
+
+def test_one_loader_for_the_default_config_and_files(tmp_path):
+  """The data CLI's default config and a config file take the same typed overrides."""
+  c = load_config(None, {"model.vocab_size": 4096, "data.eval_sets": ("validation", "ood")})
+  assert c.model.vocab_size == 4096 and c.data.eval_sets == ("validation", "ood")
+  with pytest.raises(config_lib.ConfigError, match="vocab_size=abc"):
+    load_config(None, ["--config.model.vocab_size=abc"])
+
+
+def test_a_config_file_without_get_config_is_never_served_the_previous_one(tmp_path):
+  """ml_collections' loader caches the module by name: a second file without get_config()
+  would run the first one's. Ours runs each file as a fresh module."""
+  load_config(str(REPO / "configs" / "tiny.py"), [])
+  (tmp_path / "empty.py").write_text("X = 1\n")
+  with pytest.raises(config_lib.ConfigError, match="defines no get_config"):
+    load_config(str(tmp_path / "empty.py"), [])
 
 
 def test_cli_bad_input_is_one_line_without_traceback(tmp_path):

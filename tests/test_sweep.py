@@ -52,17 +52,38 @@ def test_normalize_and_load_errors(tmp_path):
   assert sweep.main([str(tmp_path / "missing.py"), "--out", str(tmp_path)]) == 2
 
 
+def test_a_bad_override_fails_the_sweep_before_any_run_starts(tmp_path):
+  """A typo in one run's overrides is a SweepError naming the run; nothing is created."""
+  runs = [{"name": "ok", "config": "configs/tiny.py", "overrides": {}},
+          {"name": "typo", "config": "configs/tiny.py", "overrides": {"optim.lr": float("nan")}}]
+  with pytest.raises(sweep.SweepError, match=r"run 'typo': config.optim.lr=nan"):
+    sweep.run_sweep(runs, str(tmp_path / "out"), stream=None)
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_run_killed_by_a_signal_records_the_signal(tmp_path):
+  """The OOM killer or kill -9 leaves no error message: status.json names the signal."""
+  def killed(run, out_dir):  # a "training" process that SIGKILLs itself
+    return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+
+  runs = [{"name": "a", "config": "configs/tiny.py", "overrides": {}}]
+  res = sweep.run_sweep(runs, str(tmp_path / "out"), stream=None, command=killed)
+  assert res["a"].status == "failed" and res["a"].returncode == -signal.SIGKILL
+  status = json.loads((tmp_path / "out" / "a" / "status.json").read_text())
+  assert status["error"] == "killed by signal 9 (SIGKILL)" and status["returncode"] == -9
+
+
 @pytest.mark.slow
 def test_skip_finished_and_retry_failed(tmp_path):
   array = write_token_array(tmp_path)
   out = tmp_path / "sweep"
   runs = [{"name": "ok_a", "config": "configs/tiny.py", "overrides": _overrides(array)},
-          {"name": "bad", "config": "configs/tiny.py",
-           "overrides": _overrides(array, **{"model.no_such_field": 1})}]
+          {"name": "bad", "config": "configs/tiny.py",  # a valid config whose data is missing
+           "overrides": _overrides(tmp_path / "no_such_tokens.npy")}]
   res = sweep.run_sweep(runs, str(out), parallel=2, stream=None)
   assert {k: r.status for k, r in res.items()} == {"ok_a": "finished", "bad": "failed"}
   status = rundir.read_status(str(out / "bad"))
-  assert status["status"] == "failed" and "no_such_field" in status["error"]
+  assert status["status"] == "failed" and "no_such_tokens.npy" in status["error"]
   assert status["returncode"] == 2
   assert sweep.summarize(res)[1] == 1
   recs = metrics_lib.read_metrics(str(out / "ok_a"))

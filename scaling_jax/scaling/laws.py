@@ -20,10 +20,12 @@ from typing import Callable, Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from scaling_jax.errors import UserError
+
 Array = jnp.ndarray
 
 
-class FitError(ValueError):
+class FitError(UserError, ValueError):
   """Bad input to the fitter or a fit that failed; the message says what to do."""
 
 

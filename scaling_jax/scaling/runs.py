@@ -155,7 +155,11 @@ def read_run(path: str, warnings: list[str] | None = None) -> Run | None:
   """The run at `path`, or None (with a warning) if its config.json lacks the facts the
   analysis needs (n_params, batch_tokens) or it logged no metrics."""
   warnings = [] if warnings is None else warnings
-  cfg = rundir.read_config(path)
+  try:
+    cfg, status = rundir.read_config(path), rundir.read_status(path)["status"]
+  except rundir.DamagedRunFile as e:  # never fatal to a study: that run is left out, named
+    warnings.append(f"{e}; skipped")
+    return None
   facts = (cfg or {}).get("facts") if isinstance(cfg, dict) else None
   if not isinstance(facts, dict) or not facts.get("n_params") or not facts.get("batch_tokens"):
     warnings.append(f"{path}: no readable config.json with facts n_params and batch_tokens; "
@@ -166,7 +170,7 @@ def read_run(path: str, warnings: list[str] | None = None) -> Run | None:
     warnings.append(f"{path}: no metrics logged yet; skipped")
     return None
   return Run(path=path, config=cfg.get("config") or {}, facts=facts, records=records,
-             status=rundir.read_status(path)["status"], versions=cfg.get("versions"),
+             status=status, versions=cfg.get("versions"),
              devices=cfg.get("devices"))
 
 

@@ -1,0 +1,399 @@
+"""Hostile input (issue #21): every command fails on bad input in one line, exit code 2.
+
+Each case runs `scaling_jax.cli.main` in-process (the entry point the `scaling-jax` script
+calls) and asserts: exit code 2, exactly one non-empty line on stderr (file descriptor 2, so
+a library's warning would count), that line naming the command and what was wrong, and
+every file of a shared world of existing runs, studies, sweeps and tables unchanged byte for
+byte. Bad input is rejected before anything is built or compiled, so each case is cheap.
+A few cases go through a real `python -m scaling_jax.cli` subprocess.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from scaling_jax import cli, metrics as metrics_lib, rundir
+from tests.helpers import write_token_array
+from tests.test_runs import make_run
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.py")
+
+
+def tree_digest(root) -> dict[str, str]:
+  """{relative path: sha256} of every file under `root` (and the directories, as "dir")."""
+  out = {}
+  for dirpath, dirnames, filenames in os.walk(root):
+    for d in dirnames:
+      out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
+    for f in filenames:
+      p = os.path.join(dirpath, f)
+      out[os.path.relpath(p, root)] = hashlib.sha256(pathlib.Path(p).read_bytes()).hexdigest()
+  return out
+
+
+def _write_run(path, config_json=None):
+  """A run directory as training leaves it: config.json (this code's versions), metrics,
+  status.json; `config_json` (bytes) replaces its config.json."""
+  os.makedirs(path)
+  rundir.write_json_atomic(os.path.join(path, rundir.CONFIG_FILE),
+                           {"config": {}, "facts": {"n_params": 1000, "batch_tokens": 512},
+                            "versions": rundir.code_versions()})
+  w = metrics_lib.MetricsWriter(path, tensorboard=False)
+  w.write({"step": 5, "loss": 5.0})
+  w.close()
+  rundir.write_status(path, "preempted", step=5)
+  if config_json is not None:
+    pathlib.Path(path, rundir.CONFIG_FILE).write_bytes(config_json)
+  return str(path)
+
+
+def _py(path, text: str | bytes) -> str:
+  p = pathlib.Path(path)
+  p.write_bytes(text if isinstance(text, bytes) else text.encode())
+  return str(p)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+  """Existing files a bad command must not touch; {name: path}."""
+  root = tmp_path_factory.mktemp("world")
+  w = {"root": str(root), "tokens": str(write_token_array(root, n_tokens=4000))}
+  for name, raw in {"run_list": b"[1, 2]", "run_trunc": b'{"config": {"model": {"n_la',
+                    "run_latin1": '{"config": "caf\xe9"}'.encode("latin-1"),
+                    "run_shape": b'{"config": 5, "versions": {}}',
+                    "run_other_version": json.dumps(
+                        {"config": {}, "versions": {"scaling_jax": "0.0.1"}}).encode()}.items():
+    w[name] = _write_run(root / name, raw)
+  w["run_ok"] = _write_run(root / "run_ok")
+  study = root / "study"
+  for i, n in enumerate((1e6, 4e6, 1.6e7)):
+    make_run(study, f"n{i}", n, steps=range(10, 201, 10))
+  w["study"] = str(study)
+  damaged = root / "study_damaged_status"
+  make_run(damaged, "a", 1e6, steps=range(10, 101, 10))
+  (damaged / "a" / rundir.STATUS_FILE).write_bytes(b'{"status": "fini')
+  w["study_damaged_status"] = str(damaged)
+  w["study_empty"] = str(root / "study_empty")
+  os.makedirs(w["study_empty"])
+  w["a_file"] = _py(root / "a_file.txt", "not a directory\n")
+  w["table"] = _py(root / "table.csv", "run,N,L\na,1e6,4.0\nb,1e7,3.5\nc,1e8,3.1\n")
+  w["table_latin1"] = _py(root / "table_latin1.csv",
+                          "run,N,L\ncaf\xe9,1e6,4.0\nb,1e7,3.5\n".encode("latin-1"))
+  w["table_empty"] = _py(root / "table_empty.csv", "")
+  w["table_json_scalar"] = _py(root / "table.json", "42")
+  # sweep files, and a sweep directory with one finished run
+  runs = [{"name": "a", "config": TINY, "overrides": {"train.num_steps": 10}}]
+  w["sweep_ok"] = _py(root / "sweep_ok.py", f"def get_sweep():\n  return {runs!r}\n")
+  bad_sweeps = {
+      "syntax": "def get_sweep(:\n",
+      "raises": "def get_sweep():\n  raise ValueError('no grid for this scale')\n",
+      "no_get_sweep": "RUNS = []\n",
+      "none": "def get_sweep():\n  return None\n",
+      "dict": "def get_sweep():\n  return {'name': 'a'}\n",
+      "str_item": "def get_sweep():\n  return ['a']\n",
+      "dup": f"def get_sweep():\n  return {runs + runs!r}\n",
+      "slash": f"def get_sweep():\n  return [('a/b', {TINY!r}, {{}})]\n",
+      "unknown_field": f"def get_sweep():\n  return [('a', {TINY!r}, {{'model.foo': 1}})]\n",
+      "nan_lr": f"def get_sweep():\n  return [('a', {TINY!r}, {{'optim.lr': float('nan')}})]\n",
+      "zero_keep": f"def get_sweep():\n  return [('a', {TINY!r}, {{'train.keep_checkpoints': 0}})]\n",
+      "missing_config": "def get_sweep():\n  return [('a', 'configs/nope.py', {})]\n",
+      "overrides_list": f"def get_sweep():\n  return [('a', {TINY!r}, [1, 2])]\n",
+      "import_error": "import no_such_module_xyz\n",
+      "latin1": "NAME = 'caf\xe9'\ndef get_sweep():\n  return []\n",
+      "empty": "def get_sweep():\n  return []\n",
+  }
+  for name, text in bad_sweeps.items():
+    w[f"sweep_{name}"] = _py(root / f"sweep_{name}.py",
+                             text.encode("latin-1") if name == "latin1" else text)
+  sweep_dir = root / "sweep_dir"
+  _write_run(sweep_dir / "a")
+  rundir.write_status(sweep_dir / "a", "finished", step=10)
+  w["sweep_dir"] = str(sweep_dir)
+  damaged_sweep = root / "sweep_damaged"
+  _write_run(damaged_sweep / "a")
+  (damaged_sweep / "a" / rundir.STATUS_FILE).write_bytes(b"\xff\xfe garbage")
+  w["sweep_damaged"] = str(damaged_sweep)
+  w["sweep_dir_with_file"] = str(root / "sweep_with_file")
+  os.makedirs(w["sweep_dir_with_file"])
+  _py(root / "sweep_with_file" / "a", "a file where run a's directory would go\n")
+  # config files
+  w["cfg_syntax"] = _py(root / "cfg_syntax.py", "def get_config(:\n")
+  w["cfg_no_get"] = _py(root / "cfg_no_get.py", "X = 1\n")
+  w["cfg_raises"] = _py(root / "cfg_raises.py", "def get_config():\n  return 1 / 0\n")
+  w["cfg_list"] = _py(root / "cfg_list.py", "def get_config():\n  return [1, 2]\n")
+  w["cfg_latin1"] = _py(root / "cfg_latin1.py", "NAME = 'caf\xe9'\n".encode("latin-1"))
+  return w
+
+
+def _train(w, t, *extra):
+  return ["train", "--config", TINY, "--workdir", str(t / "new_run"),
+          "--config.data.name=array", f"--config.data.array_path={w['tokens']}",
+          "--config.model.vocab_size=128", *extra]
+
+
+def _fit(w, t, *extra):
+  return ["fit", w["table"], "--law", "L_N", "--bootstrap", "0", "--no-plots",
+          "--out", str(t / "fit_out"), *extra]
+
+
+# (command argv from (world, tmp_path), a fragment the one stderr line must contain)
+CASES = {
+    # train: values
+    "train_lr_nan": (lambda w, t: _train(w, t, "--config.optim.lr=nan"), "optim.lr=nan"),
+    "train_lr_inf": (lambda w, t: _train(w, t, "--config.optim.lr=inf"), "optim.lr=inf"),
+    "train_lr_negative": (lambda w, t: _train(w, t, "--config.optim.lr=-0.001"), "> 0"),
+    "train_lr_zero": (lambda w, t: _train(w, t, "--config.optim.lr=0"), "optim.lr=0"),
+    "train_keep_0": (lambda w, t: _train(w, t, "--config.train.keep_checkpoints=0"),
+                     "keep_checkpoints=0"),
+    "train_eval_batches_0": (lambda w, t: _train(w, t, "--config.data.eval_batches=0"),
+                             "eval_sets=()"),
+    "train_seed_negative": (lambda w, t: _train(w, t, "--config.seed=-1"), "seed=-1"),
+    "train_seed_huge": (lambda w, t: _train(w, t, "--config.seed=4294967296"), "seed="),
+    "train_d_model_abc": (lambda w, t: _train(w, t, "--config.model.d_model=abc"),
+                          "d_model=abc"),
+    "train_d_model_0": (lambda w, t: _train(w, t, "--config.model.d_model=0"), "d_model=0"),
+    "train_n_layer_negative": (lambda w, t: _train(w, t, "--config.model.n_layer=-2"),
+                               "n_layer=-2"),
+    "train_unknown_field": (lambda w, t: _train(w, t, "--config.model.foo=1"), "'foo'"),
+    "train_heads_not_dividing": (lambda w, t: _train(w, t, "--config.model.n_heads=5"),
+                                 "does not divide"),
+    "train_optimizer_name": (lambda w, t: _train(w, t, "--config.optim.name=sgd"),
+                             "one of"),
+    "train_ema_1": (lambda w, t: _train(w, t, "--config.gns.ema=1.0"), "gns.ema"),
+    "train_b2_above_1": (lambda w, t: _train(w, t, "--config.optim.b2=1.5"), "optim.b2"),
+    "train_eps_0": (lambda w, t: _train(w, t, "--config.optim.eps=0"), "optim.eps"),
+    "train_weight_decay_negative": (lambda w, t: _train(w, t, "--config.optim.weight_decay=-0.1"),
+                                    "weight_decay"),
+    "train_max_pass_tokens": (lambda w, t: _train(w, t, "--config.train.max_pass_tokens=-5"),
+                              "max_pass_tokens=-5"),
+    "train_max_tokens_0": (lambda w, t: _train(w, t, "--config.data.max_tokens=0"),
+                           "max_tokens=0"),
+    "train_bool_maybe": (lambda w, t: _train(w, t, "--config.train.progress=maybe"),
+                         "progress"),
+    "train_mesh_0": (lambda w, t: _train(w, t, "--config.mesh.data=0"), "mesh.data=0"),
+    "train_empty_eval_set_name": (lambda w, t: _train(w, t, "--config.data.eval_sets=('',)"),
+                                  "eval_sets"),
+    "train_warmup_negative": (lambda w, t: _train(w, t, "--config.optim.warmup_steps=-1"),
+                              "warmup_steps=-1"),
+    "train_warmup_past_end": (lambda w, t: _train(w, t, "--config.optim.warmup_steps=1000"),
+                              "leaves no steps"),
+    "train_batch_not_divisible": (lambda w, t: _train(w, t, "--config.train.batch_size=7"),
+                                  "not divisible"),
+    "train_num_small_1": (lambda w, t: _train(w, t, "--config.gns.num_small=1"), "num_small"),
+    "train_empty_data_name": (lambda w, t: _train(w, t, "--config.data.name="), "data.name"),
+    "train_peak_flops_nan": (lambda w, t: _train(w, t, "--config.train.peak_flops_per_device=nan"),
+                             "peak_flops_per_device"),
+    "train_max_skipped_negative": (lambda w, t: _train(w, t, "--config.train.max_skipped_steps=-1"),
+                                   "max_skipped_steps"),
+    # train: the command line and config files
+    "train_config_missing": (lambda w, t: ["train", "--config", str(t / "nope.py"), "--workdir",
+                                           str(t / "r")], "does not exist"),
+    "train_config_syntax": (lambda w, t: ["train", "--config", w["cfg_syntax"], "--workdir",
+                                          str(t / "r")], "SyntaxError"),
+    "train_config_no_get_config": (lambda w, t: ["train", "--config", w["cfg_no_get"],
+                                                 "--workdir", str(t / "r")], "no get_config()"),
+    "train_config_raises": (lambda w, t: ["train", "--config", w["cfg_raises"], "--workdir",
+                                          str(t / "r")], "ZeroDivisionError"),
+    "train_config_returns_list": (lambda w, t: ["train", "--config", w["cfg_list"], "--workdir",
+                                                str(t / "r")], "returned a list"),
+    "train_config_not_utf8": (lambda w, t: ["train", "--config", w["cfg_latin1"], "--workdir",
+                                            str(t / "r")], "cannot load config file"),
+    "train_no_workdir": (lambda w, t: ["train", "--config", TINY], "--workdir"),
+    "train_unknown_argument": (lambda w, t: _train(w, t, "--epochs", "3"), "--epochs"),
+    "train_override_without_value": (lambda w, t: _train(w, t, "--config.model.d_model"),
+                                     "--config.FIELD=VALUE"),
+    "train_dist_bogus": (lambda w, t: _train(w, t, "--dist", "mpi"), "--dist"),
+    # train: the workdir and the run already in it
+    "train_config_json_list": (lambda w, t: _train(w, t, "--workdir", w["run_list"]),
+                               "config.json is damaged"),
+    "train_config_json_truncated": (lambda w, t: _train(w, t, "--workdir", w["run_trunc"]),
+                                    "not valid JSON"),
+    "train_config_json_not_utf8": (lambda w, t: _train(w, t, "--workdir", w["run_latin1"]),
+                                   "not UTF-8"),
+    "train_config_json_wrong_shape": (lambda w, t: _train(w, t, "--workdir", w["run_shape"]),
+                                      '"config" is a JSON int'),
+    "train_other_code_version": (lambda w, t: _train(w, t, "--workdir", w["run_other_version"]),
+                                 "scaling_jax 0.0.1"),
+    "train_workdir_is_a_file": (lambda w, t: _train(w, t, "--workdir", w["a_file"]),
+                                "not a directory"),
+    "train_workdir_under_a_file": (lambda w, t: _train(w, t, "--workdir", w["a_file"] + "/run"),
+                                   "--workdir"),
+    # sweep
+    "sweep_file_missing": (lambda w, t: ["sweep", str(t / "nope.py"), "--out", str(t / "o")],
+                           "not found"),
+    "sweep_syntax_error": (lambda w, t: ["sweep", w["sweep_syntax"], "--out", str(t / "o")],
+                           "SyntaxError"),
+    "sweep_get_sweep_raises": (lambda w, t: ["sweep", w["sweep_raises"], "--out", str(t / "o")],
+                               "ValueError: no grid for this scale"),
+    "sweep_no_get_sweep": (lambda w, t: ["sweep", w["sweep_no_get_sweep"], "--out",
+                                         str(t / "o")], "no get_sweep()"),
+    "sweep_returns_none": (lambda w, t: ["sweep", w["sweep_none"], "--out", str(t / "o")],
+                           "returned a NoneType"),
+    "sweep_returns_dict": (lambda w, t: ["sweep", w["sweep_dict"], "--out", str(t / "o")],
+                           "returned a dict"),
+    "sweep_item_is_a_string": (lambda w, t: ["sweep", w["sweep_str_item"], "--out",
+                                             str(t / "o")], "item 0"),
+    "sweep_duplicate_names": (lambda w, t: ["sweep", w["sweep_dup"], "--out", str(t / "o")],
+                              "unique"),
+    "sweep_name_with_slash": (lambda w, t: ["sweep", w["sweep_slash"], "--out", str(t / "o")],
+                              "directory name"),
+    "sweep_unknown_field": (lambda w, t: ["sweep", w["sweep_unknown_field"], "--out",
+                                          str(t / "o")], "run 'a': unknown config field 'foo'"),
+    "sweep_run_lr_nan": (lambda w, t: ["sweep", w["sweep_nan_lr"], "--out", str(t / "o")],
+                         "optim.lr=nan"),
+    "sweep_run_keep_0": (lambda w, t: ["sweep", w["sweep_zero_keep"], "--out", str(t / "o")],
+                         "keep_checkpoints=0"),
+    "sweep_missing_config": (lambda w, t: ["sweep", w["sweep_missing_config"], "--out",
+                                           str(t / "o")], "configs/nope.py"),
+    "sweep_overrides_not_a_dict": (lambda w, t: ["sweep", w["sweep_overrides_list"], "--out",
+                                                 str(t / "o")], "item 0"),
+    "sweep_import_error": (lambda w, t: ["sweep", w["sweep_import_error"], "--out",
+                                         str(t / "o")], "ModuleNotFoundError"),
+    "sweep_file_not_utf8": (lambda w, t: ["sweep", w["sweep_latin1"], "--out", str(t / "o")],
+                            "SyntaxError"),
+    "sweep_no_runs": (lambda w, t: ["sweep", w["sweep_empty"], "--out", str(t / "o")],
+                      "no runs"),
+    "sweep_parallel_0": (lambda w, t: ["sweep", w["sweep_ok"], "--out", str(t / "o"),
+                                       "--parallel", "0"], "--parallel"),
+    "sweep_parallel_abc": (lambda w, t: ["sweep", w["sweep_ok"], "--out", str(t / "o"),
+                                         "--parallel", "abc"], "'abc'"),
+    "sweep_extra_override_nan": (lambda w, t: ["sweep", w["sweep_ok"], "--out", w["sweep_dir"],
+                                               "--config.optim.lr=nan"], "optim.lr=nan"),
+    "sweep_extra_argument": (lambda w, t: ["sweep", w["sweep_ok"], "--out", w["sweep_dir"],
+                                           "--foo"], "--foo"),
+    "sweep_out_under_a_file": (lambda w, t: ["sweep", w["sweep_ok"], "--out",
+                                             w["a_file"] + "/o"], "not a directory"),
+    "sweep_damaged_status": (lambda w, t: ["sweep", w["sweep_ok"], "--out", w["sweep_damaged"]],
+                             "status.json is damaged"),
+    "sweep_run_dir_is_a_file": (lambda w, t: ["sweep", w["sweep_ok"], "--out",
+                                              w["sweep_dir_with_file"]], "not a run directory"),
+    "sweep_no_out": (lambda w, t: ["sweep", w["sweep_ok"]], "--out"),
+    # fit
+    "fit_source_missing": (lambda w, t: ["fit", str(t / "nope"), "--out", str(t / "f")],
+                           "does not exist"),
+    "fit_table_not_utf8": (lambda w, t: ["fit", w["table_latin1"], "--law", "L_N", "--out",
+                                         str(t / "f")], "not UTF-8"),
+    "fit_table_empty": (lambda w, t: ["fit", w["table_empty"], "--law", "L_N", "--out",
+                                      str(t / "f")], "empty CSV"),
+    "fit_table_json_scalar": (lambda w, t: ["fit", w["table_json_scalar"], "--law", "L_N",
+                                            "--out", str(t / "f")], "expected a list of rows"),
+    "fit_unknown_law": (lambda w, t: _fit(w, t, "--law", "L_nope"), "L_nope"),
+    "fit_b_crit_word": (lambda w, t: _fit(w, t, "--b-crit", "banana"), "banana"),
+    "fit_b_crit_negative": (lambda w, t: _fit(w, t, "--b-crit", "-5"), "positive"),
+    "fit_bootstrap_negative": (lambda w, t: _fit(w, t, "--bootstrap", "-1"), "--bootstrap"),
+    "fit_grid_0": (lambda w, t: _fit(w, t, "--grid", "0"), "--grid"),
+    "fit_delta_nan": (lambda w, t: _fit(w, t, "--delta", "nan"), "--delta"),
+    "fit_points_abc": (lambda w, t: _fit(w, t, "--points", "abc"), "--points"),
+    "fit_out_proc": (lambda w, t: _fit(w, t, "--out", "/proc/scaling_jax_x"), "--out"),
+    "fit_out_under_a_file": (lambda w, t: _fit(w, t, "--out", w["a_file"] + "/f"),
+                             "not a directory"),
+    "fit_no_runs": (lambda w, t: ["fit", w["study_empty"], "--out", str(t / "f")],
+                    "no run directories"),
+    "fit_damaged_config_json": (lambda w, t: ["fit", w["run_list"], "--out", str(t / "f")],
+                                "config.json is damaged"),
+    # report
+    "report_study_missing": (lambda w, t: ["report", str(t / "nope")], "not a directory"),
+    "report_study_is_a_file": (lambda w, t: ["report", w["a_file"]], "not a directory"),
+    "report_b_crit_word": (lambda w, t: ["report", w["study"], "--b-crit", "banana",
+                                         "--out", str(t / "r")], "banana"),
+    "report_bootstrap_abc": (lambda w, t: ["report", w["study"], "--bootstrap", "abc"],
+                             "--bootstrap"),
+    "report_out_under_a_file": (lambda w, t: ["report", w["study"], "--out",
+                                              w["a_file"] + "/r"], "not a directory"),
+    "report_no_runs": (lambda w, t: ["report", w["study_empty"], "--out", str(t / "r")],
+                       "no run directories"),
+    "report_damaged_status": (lambda w, t: ["report", w["study_damaged_status"], "--out",
+                                            str(t / "r")], "status.json is damaged"),
+    "report_unknown_argument": (lambda w, t: ["report", w["study"], "--law", "L_N"], "--law"),
+    # data
+    "data_vocab_override_abc": (lambda w, t: ["data", "--config.model.vocab_size=abc",
+                                              "--data-dir", str(t / "d")], "vocab_size=abc"),
+    "data_vocab_flag_0": (lambda w, t: ["data", "--vocab-size", "0", "--data-dir",
+                                        str(t / "d")], "--vocab-size"),
+    "data_vocab_flag_abc": (lambda w, t: ["data", "--vocab-size", "abc"], "--vocab-size"),
+    "data_unknown_field": (lambda w, t: ["data", "--config.data.foo=1"], "'foo'"),
+    "data_config_missing": (lambda w, t: ["data", "--config", str(t / "nope.py")],
+                            "does not exist"),
+    "data_dir_under_a_file": (lambda w, t: ["data", "--data-dir", w["a_file"] + "/cache"],
+                              "--data-dir"),
+    "data_eval_batches_0": (lambda w, t: ["data", "--config.data.eval_batches=0"],
+                            "eval_batches=0"),
+    "data_stray_argument": (lambda w, t: ["data", "corpus.txt"], "corpus.txt"),
+    "data_empty_eval_set": (lambda w, t: ["data", "--eval-sets", ",", "--config.data.name="],
+                            "data.name"),
+    # demo and compile
+    "demo_scale_huge": (lambda w, t: ["demo", "--scale", "huge", "--out", str(t / "d")],
+                        "--scale"),
+    "demo_parallel_0": (lambda w, t: ["demo", "--parallel", "0", "--out", str(t / "d")],
+                        "--parallel"),
+    "demo_override_nan": (lambda w, t: ["demo", "--out", str(t / "d"),
+                                        "--config.optim.lr=nan"], "optim.lr=nan"),
+    "demo_b_crit_word": (lambda w, t: ["demo", "--out", str(t / "d"), "--b-crit", "banana"],
+                         "banana"),
+    "demo_out_under_a_file": (lambda w, t: ["demo", "--out", w["a_file"] + "/d"],
+                              "not a directory"),
+    "compile_unknown_topology": (lambda w, t: ["compile", "--config", TINY, "--topology",
+                                               "v9-8"], "v9-8"),
+    "compile_bad_override": (lambda w, t: ["compile", "--config", TINY, "--topology", "v5e-4",
+                                           "--config.model.n_heads=5"], "does not divide"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, tmp_path, capfd):
+  make_argv, fragment = CASES[case]
+  argv = make_argv(world, tmp_path)
+  before = tree_digest(world["root"])
+  rc = cli.main(argv)
+  out, err = capfd.readouterr()
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert rc == 2, (rc, err[-3000:])
+  assert len(lines) == 1, err[-3000:]
+  assert lines[0].startswith(f"scaling-jax {argv[0]}: error: "), lines[0]
+  assert fragment in lines[0], lines[0]
+  assert tree_digest(world["root"]) == before
+  assert sorted(os.listdir(tmp_path)) == []  # no output directory, run or cache was made
+
+
+def test_at_least_60_distinct_bad_inputs_across_the_commands():
+  by_command = {}
+  for name in CASES:
+    by_command.setdefault(name.split("_")[0], []).append(name)
+  assert len(CASES) >= 60
+  assert all(len(by_command[c]) >= 5 for c in ("train", "sweep", "fit", "report", "data"))
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--config", "configs/tiny.py", "--workdir", "RUN", "--config.optim.lr=nan"],
+     "optim.lr=nan"),
+    (["fit", "TABLE", "--law", "L_N", "--out", "/proc/scaling_jax_x"], "--out"),
+    (["sweep", "SWEEP", "--out", "OUT"], "ValueError"),
+])
+def test_the_installed_entry_point_prints_one_line(argv, fragment, world, tmp_path):
+  """The real process: no traceback, one line, exit 2, nothing created."""
+  subst = {"RUN": str(tmp_path / "run"), "TABLE": world["table"],
+           "SWEEP": world["sweep_raises"], "OUT": str(tmp_path / "out")}
+  proc = subprocess.run([sys.executable, "-m", "scaling_jax.cli",
+                         *[subst.get(a, a) for a in argv]],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, capfd):
+  """Only expected errors become one line: an internal error is not swallowed."""
+  from scaling_jax import sweep
+
+  def broken(path):
+    raise KeyError("an internal bug")
+
+  monkeypatch.setattr(sweep, "load_sweep", broken)
+  with pytest.raises(KeyError, match="an internal bug"):
+    cli.main(["sweep", "s.py", "--out", "o"])
