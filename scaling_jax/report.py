@@ -25,6 +25,7 @@ import numpy as np
 
 from scaling_jax import errors, preflight, rundir
 from scaling_jax.scaling import bcrit as bcrit_lib
+from scaling_jax.scaling import isoflop
 from scaling_jax.scaling import study as study_lib
 from scaling_jax.scaling.laws import FitError
 
@@ -179,16 +180,62 @@ CAPTIONS = {
                     "that out with a (LR/peak)^-gamma term) and Kaplan's.",
     "frontier.png": "Compute-efficient frontier implied by the fits: the loss reachable at "
                     "each C_min (the runs' curves behind it) and the optimal model size.",
+    "isoflop_frontiers.png": "IsoFLOP sweep. Left: final loss vs N per budget, Approach 2's "
+                             "parabolas and their vertices (stars). Right: N_opt(C) of each "
+                             "method (Approaches 1-3, VPNLS, Kaplan's), with the exponent and "
+                             "its 95% bootstrap interval; grey: slopes 0.73 (Kaplan et al.) "
+                             "and 0.50 (Hoffmann et al.).",
 }
 
 
-def write_report(a: study_lib.StudyAnalysis, out_dir: str) -> dict[str, str]:
-  """Writes report.json, the PNGs and report.html into `out_dir`; returns their paths."""
+def _iv(t) -> str:
+  return f"[{t[0]:.3f}, {t[1]:.3f}]" if t else "–"
+
+
+def isoflop_html(iso: dict[str, Any]) -> str:
+  """The IsoFLOP section: each method's exponents with their bootstrap intervals beside
+  the published ones, the compute wasted between methods, and Approach 2's warnings."""
+  esc = html.escape
+  rows = "".join(
+      f"<tr><td>{esc(al['label'])}</td><td>{al['a']:.3f}</td><td>{_iv(al['a_interval'])}</td>"
+      f"<td>{al['b']:.3f}</td><td>{_iv(al['b_interval'])}</td>"
+      f"<td>{al['bootstrap_ok']}/{al['bootstrap']}</td></tr>"
+      for al in iso["allocations"].values())
+  rows += "".join(f"<tr><td>{esc(isoflop.LABELS.get(m, m))}</td><td colspan='5'>not fitted: "
+                  f"{esc(why)}</td></tr>" for m, why in iso["errors"].items())
+  rows += "".join(f"<tr><td>{esc(isoflop.PUBLISHED_LABELS[key])} (published)</td>"
+                  f"<td>{a:.2f}</td><td></td><td>{1 - a:.2f}</td><td></td><td></td></tr>"
+                  for key, a in iso["published_a"].items())
+  waste = ""
+  if iso.get("waste"):
+    ms = list(iso["waste"])
+    head = "".join(f"<th>{esc(m)} right</th>" for m in ms)
+    body = "".join(f"<tr><td>following {esc(x)}</td>" + "".join(
+        f"<td>{100 * iso['waste'][x][y]:.1f}%</td>" for y in ms) + "</tr>" for x in ms)
+    waste = (f"<p>Compute wasted by following one method's N_opt where another is right, at "
+             f"C = {iso['compute_ref']:.3g} (Approach 3's L(N, D) re-centred on the right "
+             f"one):</p><table><tr><th></th>{head}</tr>{body}</table>")
+  warns = [w for p in iso["profiles"] for w in p["warnings"]] + iso["warnings"]
+  notes = "".join(f"<li>{esc(w)}</li>" for w in dict.fromkeys(warns)) or "<li>none</li>"
+  return (f"<h2>Compute-optimal allocation: IsoFLOP sweep ({iso['n_runs']} runs, FLOPs: "
+          f"{esc(iso['flop_convention'])})</h2>"
+          "<table><tr><th>method</th><th>a (N_opt ∝ C^a)</th><th>95% interval</th>"
+          "<th>b (D_opt ∝ C^b)</th><th>95% interval</th><th>resamples fitted</th></tr>"
+          f"{rows}</table><p>Intervals: percentiles over bootstrap resamples of whole runs "
+          f"within each budget.</p>{waste}<p>Warnings:</p><ul>{notes}</ul>")
+
+
+def write_report(a: study_lib.StudyAnalysis, out_dir: str,
+                 sweep: isoflop.IsoflopSweep | None = None) -> dict[str, str]:
+  """Writes report.json, the PNGs and report.html into `out_dir` (with the IsoFLOP section
+  and figure for an IsoFLOP `sweep`); returns their paths."""
   from scaling_jax import report_plots
   out_dir = str(out_dir).rstrip("/")
-  figs = report_plots.save_figures(a, out_dir)
+  figs = report_plots.save_figures(a, out_dir, sweep=sweep)
   json_path = f"{out_dir}/report.json"
   pub = report_json(a)
+  if sweep is not None:
+    pub["isoflop"] = json.loads(json.dumps(sweep.to_dict(), default=rundir.json_default))
   pub["figures"] = {k: os.path.basename(v) for k, v in figs.items()}
   rundir.write_json_atomic(json_path, pub)
   html_path = f"{out_dir}/report.html"
@@ -269,7 +316,7 @@ pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:0.8em}}</style></h
 <p>The paper's values are for WebText2 with a 50k BPE vocabulary at n_ctx = 1024: the scale
 constants (N_c, S_c, B_*) depend on the data and tokenizer and are not expected to match;
 the exponents are the comparable part.</p>
-{held_table}
+{held_table}{isoflop_html(pub["isoflop"]) if pub.get("isoflop") else ""}
 <h2>Figures</h2>{figures}
 <h2>Runs</h2><table><tr><th>run</th><th>N</th><th>n_layer</th><th>d_model</th>
 <th>B (tokens)</th><th>steps</th><th>final loss</th><th>B_simple (tokens, end)</th>
@@ -283,11 +330,16 @@ the exponents are the comparable part.</p>
 def report(study_dir: str, out_dir: str | None = None, *, bootstrap: int = 200, seed: int = 0,
            b_crit: bcrit_lib.Spec = "gns", stream=sys.stdout
            ) -> tuple[study_lib.StudyAnalysis, dict[str, str]]:
-  """analyze_study + write_report + the key table on `stream`; returns (analysis, paths)."""
+  """analyze_study (and `isoflop.analyze_sweep` where the runs form an IsoFLOP sweep, with
+  the study's B_crit(L) for Kaplan's frontier) + write_report + the key tables on `stream`;
+  returns (analysis, paths)."""
   a = study_lib.analyze_study(study_dir, b_crit=b_crit, bootstrap=bootstrap, seed=seed)
-  paths = write_report(a, out_dir or f"{str(study_dir).rstrip('/')}/{REPORT_DIR}")
+  sweep = isoflop.analyze_sweep(a.runs, n_boot=bootstrap, seed=seed, b_crit=a.b_crit)
+  paths = write_report(a, out_dir or f"{str(study_dir).rstrip('/')}/{REPORT_DIR}", sweep)
   if stream is not None:
     stream.write(key_table(rundir.read_json(paths["json"])) + "\n")
+    if sweep is not None:
+      stream.write(f"IsoFLOP sweep (FLOPs: {sweep.convention}):\n{sweep.analysis.table()}\n")
     for n in a.notes:
       stream.write(f"note: {n}\n")
     stream.write(f"report: {paths['html']}\n")

@@ -4,20 +4,24 @@
 No pyplot (no global state; saving renders with Agg). Every data artist has a gid
 ("curve:<run>", "fit_data:<run>", "fit:<run>", "heldout:observed", "heldout:predicted",
 "final", "L_N_fit", "converged", "gns:<run>", "batch", "gns_points", "gns_excluded",
-"b_crit_fit", "kaplan", "run_compute:<run>", "frontier_L", "frontier_N", "run_N") so tests
-can read back exactly what is plotted.
+"b_crit_fit", "kaplan", "run_compute:<run>", "frontier_L", "frontier_N", "run_N"; for an
+IsoFLOP sweep "profile:<C>", "parabola:<C>", "vertex:<C>", "frontier:<method>",
+"frontier_points:<method>", "slope:<p>", "published") so tests can read back exactly what
+is plotted.
 """
 
 from __future__ import annotations
 
+import math
 import os
+
 import matplotlib
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from scaling_jax import rundir
-from scaling_jax.scaling import plots
+from scaling_jax.scaling import isoflop, plots
 from scaling_jax.scaling.bcrit import GNS_MIN_LR_FRACTION, kaplan_law
 from scaling_jax.scaling.study import StudyAnalysis
 
@@ -236,11 +240,84 @@ def make_figures(a: StudyAnalysis) -> dict[str, Figure]:
   return {name: fn(a) for name, fn in FIGURES.items()}
 
 
-def save_figures(a: StudyAnalysis, out_dir: str, dpi: int = 100) -> dict[str, str]:
-  """Writes every figure as PNG into `out_dir`; returns {name: path}."""
+# ---------------------------------------------------------------------------- IsoFLOP
+
+ISOFLOP_COLORS = {"approach1": "C0", "approach2": "C1", "approach3": "C2", "vpnls": "C4",
+                  "kaplan": "C3"}
+ISOFLOP_FIGURE = "isoflop_frontiers.png"
+
+
+def _interval(al: isoflop.Allocation) -> str:
+  return f" [{al.a_interval[0]:.2f}, {al.a_interval[1]:.2f}]" if al.a_interval else ""
+
+
+def draw_isoflop_profiles(ax, analysis: isoflop.IsoflopAnalysis, title: str) -> None:
+  """Approach 2's view: final loss vs N per budget, its parabola and the vertex."""
+  cmap = matplotlib.colormaps[CMAP]
+  for i, p in enumerate(analysis.profiles):
+    color = cmap(0.85 * i / max(len(analysis.profiles) - 1, 1))
+    ax.plot(p.N, p.L, "o", color=color, ms=4, label=f"C = {p.C:.2g}", gid=f"profile:{p.C:g}")
+    if np.isfinite(p.coef[2]):
+      u = np.linspace(np.log(p.N[p.used]).min(), np.log(p.N[p.used]).max(), 50)
+      ax.plot(np.exp(u), p.coef[0] + p.coef[1] * u + p.coef[2] * u * u, "-", color=color,
+              gid=f"parabola:{p.C:g}")
+    if p.usable:
+      ax.plot(p.N_opt, p.L_opt, "k*", ms=8, gid=f"vertex:{p.C:g}")
+  ax.set_xscale("log")
+  ax.set_xlabel("N (FLOP convention)")
+  ax.set_ylabel("final eval loss")
+  ax.set_title(title, fontsize="medium")
+  ax.legend(fontsize="x-small")
+
+
+def draw_frontiers(ax, analysis: isoflop.IsoflopAnalysis, title: str,
+                   published: dict | None = None) -> None:
+  """N_opt(C) of every fitted method (its points and power law, the exponent and interval
+  in the legend), slopes 0.73 (Kaplan) and 0.50 (Chinchilla) through the methods' median
+  at mid-range, and a published power law n_coef C^a if given."""
+  c_all = np.concatenate([a.C for a in analysis.allocations.values()])
+  c = np.geomspace(c_all.min(), c_all.max(), 50)
+  for m, al in analysis.allocations.items():
+    color = ISOFLOP_COLORS.get(m, "k")
+    ax.plot(al.C, al.N_opt, "o", color=color, ms=3, alpha=0.6, gid=f"frontier_points:{m}")
+    ax.plot(c, al.n_opt(c), "-", color=color, gid=f"frontier:{m}",
+            label=f"{isoflop.LABELS.get(m, m).split(' (')[0]}: a = {al.a:.2f}{_interval(al)}")
+  mid = math.sqrt(c[0] * c[-1])
+  n_mid = float(np.median([al.n_opt(mid) for al in analysis.allocations.values()]))
+  for (key, p), style in zip(isoflop.PUBLISHED_A.items(), (":", "--")):
+    ax.plot(c, n_mid * (c / mid) ** p, style, color="gray", lw=1, gid=f"slope:{p:g}",
+            label=f"slope {p:.2f} ({isoflop.PUBLISHED_LABELS[key]})")
+  if published is not None:
+    ax.plot(c, published["n_coef"] * c ** published["a"], "k--", lw=1, gid="published",
+            label=f"published: a = {published['a']:.3f}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("compute C (FLOPs)")
+  ax.set_ylabel("N_opt")
+  ax.set_title(title, fontsize="medium")
+  ax.legend(fontsize="xx-small")
+
+
+def plot_isoflop(sweep: isoflop.IsoflopSweep) -> Figure:
+  """Left: the IsoFLOP profiles. Right: the compute-optimal frontiers of every method."""
+  fig = Figure(figsize=(12, 4.5))
+  ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+  draw_isoflop_profiles(ax, sweep.analysis, f"IsoFLOP profiles (FLOPs: {sweep.convention})")
+  draw_frontiers(bx, sweep.analysis, "Compute-optimal N_opt(C), each method")
+  fig.tight_layout()
+  return fig
+
+
+def save_figures(a: StudyAnalysis, out_dir: str, dpi: int = 100,
+                 sweep: isoflop.IsoflopSweep | None = None) -> dict[str, str]:
+  """Writes every figure (and the IsoFLOP one for an IsoFLOP `sweep`) as PNG into `out_dir`;
+  returns {name: path}."""
   rundir.makedirs(out_dir)
+  figs = make_figures(a)
+  if sweep is not None:
+    figs[ISOFLOP_FIGURE] = plot_isoflop(sweep)
   paths = {}
-  for name, fig in make_figures(a).items():
+  for name, fig in figs.items():
     path = f"{str(out_dir).rstrip('/')}/{name}"
     plots.save(fig, path, dpi=dpi, bbox_inches="tight")
     paths[name] = path

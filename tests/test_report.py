@@ -11,6 +11,8 @@ import pytest
 from scaling_jax import metrics as metrics_lib
 from scaling_jax import report, report_plots, rundir
 from scaling_jax.scaling import cli as fit_cli
+from scaling_jax.scaling import isoflop
+from scaling_jax.scaling import runs as runs_lib
 from scaling_jax.scaling import study as study_lib
 
 TRUE = {"N_c": 1e9, "S_c": 300.0, "alpha_N": 0.08, "alpha_S": 0.7}
@@ -175,3 +177,106 @@ def test_report_cli_errors_on_empty_dir(tmp_path, capsys):
   assert report.main([str(tmp_path)]) == 2
   err = capsys.readouterr().err
   assert "no run directories" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- IsoFLOP sweep
+
+# A known L(N, D) = E + A/N^alpha + B/D^beta (alpha = beta: N_opt ∝ C^0.5), N counted as
+# 6N+unembedding for one-layer models over a 512-token vocabulary (N = 12 d^2 + 512 d).
+ISO = {"E": 1.5, "A": 20.0, "B": 80.0, "alpha": 0.3, "beta": 0.3}
+ISO_BUDGETS = (2e11, 5e11, 1.25e12)
+VOCAB = 512
+
+
+def _iso_n(d):
+  return 12 * d * d + VOCAB * d
+
+
+def write_fake_isoflop_sweep(root, noise=0.002):
+  """Per budget, five one-layer widths around the surface's optimum, each trained to the
+  budget (eval every ~1/8 of its steps); the losses follow the surface at the tokens seen."""
+  rng = np.random.default_rng(1)
+  for c in ISO_BUDGETS:
+    n_star = (ISO["A"] / ISO["B"]) ** (1 / 0.6) * (c / 6) ** 0.5
+    d_star = (-VOCAB + np.sqrt(VOCAB ** 2 + 48 * n_star)) / 24
+    for d in sorted({int(round(d_star * f)) for f in (0.45, 0.65, 1.0, 1.5, 2.2)}):
+      n = _iso_n(d)
+      steps = int(round(c / (6 * n * B_TOKENS)))
+      run = os.path.join(root, f"c{c:.3g}_d{d}")
+      os.makedirs(run)
+      rundir.write_json_atomic(os.path.join(run, rundir.CONFIG_FILE), {
+          "config": {"seed": 0, "model": {"n_layer": 1, "d_model": d, "d_ff": 4 * d,
+                                          "n_heads": 1, "n_ctx": 128, "vocab_size": VOCAB,
+                                          "tie_embeddings": True},
+                     "optim": {"warmup_steps": steps // 10}},
+          "facts": {"n_params": 12 * d * d, "batch_tokens": B_TOKENS, "num_steps": steps,
+                    "flops_per_token": 6.0 * 12 * d * d},
+          "versions": {"jax": "test"}, "devices": {"platform": "cpu"}})
+      w = metrics_lib.MetricsWriter(run, tensorboard=False)
+      for s in np.unique(np.linspace(steps / 8, steps, 8).round().astype(int)):
+        tokens = s * B_TOKENS
+        loss = (ISO["E"] + ISO["A"] / n ** ISO["alpha"] + ISO["B"] / tokens ** ISO["beta"]) \
+            * float(np.exp(noise * rng.normal()))
+        w.write({"step": int(s), "tokens": tokens, "flops": 6.0 * 12 * d * d * tokens,
+                 "loss": loss, "eval/validation/loss": loss, "time_s": float(s)})
+      rundir.write_status(run, "finished", step=steps)
+  return root
+
+
+@pytest.fixture(scope="module")
+def iso_sweep(tmp_path_factory):
+  """The fake sweep read as an IsoFLOP sweep, with the methods that fit in a second (the
+  full report, Approach 3 and Kaplan's included, is the slow test below)."""
+  root = write_fake_isoflop_sweep(str(tmp_path_factory.mktemp("iso") / "runs"))
+  convention, data = isoflop.detect_convention(runs_lib.read_runs([root]))
+  analysis = isoflop.analyze(data, n_boot=20, methods=("approach1", "approach2", "vpnls"))
+  return root, isoflop.IsoflopSweep(convention, data, analysis)
+
+
+def test_isoflop_figure_and_table_show_every_frontier(iso_sweep):
+  _, sweep = iso_sweep
+  assert sweep.convention == "6N+unembedding" and len(sweep.data) == 15
+  al = sweep.analysis.allocations
+  for m in ("approach2", "vpnls"):
+    assert al[m].a == pytest.approx(0.5, abs=0.03), m
+    assert al[m].a_interval[0] < al[m].a < al[m].a_interval[1], m
+  assert not any("off centre" in w for p in sweep.analysis.profiles for w in p.warnings)
+  fig = report_plots.plot_isoflop(sweep)
+  for m, alloc in al.items():
+    x, y = _line(fig, f"frontier:{m}")
+    np.testing.assert_allclose(y, alloc.n_opt(x))
+  for p in sweep.analysis.profiles:
+    x, y = _line(fig, f"profile:{p.C:g}")
+    np.testing.assert_array_equal(y, p.L)
+  for p in (0.73, 0.5):
+    x, y = _line(fig, f"slope:{p:g}")
+    assert np.log(y[-1] / y[0]) / np.log(x[-1] / x[0]) == pytest.approx(p)
+  text = report.isoflop_html(json.loads(json.dumps(sweep.to_dict(),
+                                                   default=rundir.json_default)))
+  lo, hi = al["approach2"].a_interval
+  assert f"<td>{al['approach2'].a:.3f}</td><td>[{lo:.3f}, {hi:.3f}]</td>" in text
+  assert "Kaplan et al. 2020 (published)</td><td>0.73" in text
+  assert "Hoffmann et al. 2022 (published)</td><td>0.50" in text
+
+
+@pytest.mark.slow  # the study analysis and Approach 3's bootstrap: ~1 min on 2 cores
+def test_report_on_an_isoflop_sweep_adds_its_section(iso_sweep, tmp_path):
+  root, _ = iso_sweep
+  _, paths = report.report(root, str(tmp_path / "rep"), bootstrap=4, b_crit="kaplan",
+                           stream=None)
+  iso = json.load(open(paths["json"]))["isoflop"]
+  assert set(iso["allocations"]) | set(iso["errors"]) == set(isoflop.METHODS)
+  assert iso["allocations"]["approach3"]["a"] == pytest.approx(0.5, abs=0.03)
+  text = open(paths["html"]).read()
+  assert text.count("data:image/png;base64,") == len(report_plots.FIGURES) + 1
+  assert "Compute-optimal allocation: IsoFLOP sweep" in text
+
+
+def test_runs_without_several_sizes_per_budget_are_no_isoflop_sweep(iso_sweep):
+  runs = runs_lib.read_runs([iso_sweep[0]])
+  assert isoflop.detect_convention(runs)[0] == "6N+unembedding"
+  first_of_each_budget = list({r.name.split("_")[0]: r for r in runs}.values())
+  assert len(first_of_each_budget) == 3
+  assert isoflop.detect_convention(first_of_each_budget) is None  # a size ladder's shape
+  one_budget = [r for r in runs if r.name.startswith("c5e+11")]
+  assert len(one_budget) == 5 and isoflop.detect_convention(one_budget) is None

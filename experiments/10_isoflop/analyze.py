@@ -1,11 +1,11 @@
-"""Experiment 10, compute-optimal allocation four ways on one IsoFLOP sweep.
+"""Experiment 10, compute-optimal allocation five ways on one IsoFLOP sweep.
 
 Chinchilla's Approaches 1 (envelope of the learning curves), 2 (a parabola in ln N per
-budget) and 3 (E + A/N^alpha + B/D^beta) beside Kaplan's frontier (L(N, S_min) and
-B_crit), all on the same runs (`scaling_jax.scaling.isoflop`): the exponents a, b of
+budget) and 3 (E + A/N^alpha + B/D^beta), the same surface by variable projection (VPNLS)
+and Kaplan's frontier (L(N, S_min) and B_crit), all on the same runs (`scaling_jax.scaling.isoflop`): the exponents a, b of
 N_opt ∝ C^a and D_opt ∝ C^b with bootstrap intervals over runs, the compute wasted by
 following one method's allocation where another is right, and Approach 2's off-centre /
-narrow-grid warnings. The same Approaches 2 and 3 on Porian et al.'s (2024) isoFLOP points
+narrow-grid warnings. The same Approaches 2, 3 and VPNLS on Porian et al.'s (2024) isoFLOP points
 ("Reproducing Kaplan et al." and the fully corrected configuration, RefinedWeb) beside
 their published exponents.
 Usage: python experiments/10_isoflop/analyze.py SWEEP_DIR [--flops 6N|6N+unembedding|exact]
@@ -22,11 +22,10 @@ _ROOT = str(pathlib.Path(__file__).resolve().parents[2])  # the repo root, for `
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from experiments import common  # noqa: E402
-from scaling_jax import accounting  # noqa: E402
+from scaling_jax import accounting, report_plots  # noqa: E402
 from scaling_jax.scaling import bcrit, isoflop  # noqa: E402
 from scaling_jax.scaling import runs as runs_lib  # noqa: E402
 from scaling_jax.scaling.laws import FitError  # noqa: E402
@@ -34,30 +33,15 @@ from scaling_jax.scaling.laws import FitError  # noqa: E402
 NAME = "10_isoflop"
 SWEEP = common.load_module(pathlib.Path(__file__).resolve().parent / "sweep.py")
 PORIAN = (isoflop.PORIAN_KAPLAN, isoflop.PORIAN_CORRECTED)
-COLORS = {"approach1": "C0", "approach2": "C1", "approach3": "C2", "kaplan": "C3"}
 
 
 def read_runs(run_dirs, convention: str) -> isoflop.IsoflopRuns:
-  """The sweep's finished Transformer runs as IsoflopRuns: N = (FLOPs per token under
-  `convention`) / 6, D = tokens at the last step, the final eval loss, the eval curve."""
-  runs = [r for r in common.load_runs(run_dirs, statuses=("finished",))
-          if r.arch == "transformer"]
-  rows = []
-  for r in runs:
-    steps, loss = r.series()
-    if not len(steps):
-      continue
-    n = accounting.flops_per_token(ml_collections.ConfigDict(r.model), convention) / 6.0
-    batch = float(r.facts["batch_tokens"])
-    tokens = steps * batch
-    rows.append((r.name, n, tokens[-1], loss[-1], batch, (tokens, loss)))
-  if len(rows) < 3:
-    raise common.ExperimentError(f"{len(rows)} finished runs with eval losses under "
-                                 f"{run_dirs}; run experiments/10_isoflop/sweep.py first")
-  name, n, d, loss, batch, curves = zip(*rows)
-  n, d = np.array(n), np.array(d)
-  return isoflop.IsoflopRuns(run=np.array(name, dtype=object), N=n, D=d, loss=loss,
-                             budget=6.0 * n * d, batch=batch, curves=list(curves))
+  """The sweep's finished Transformer runs as IsoflopRuns (`isoflop.from_runs`)."""
+  try:
+    return isoflop.from_runs(common.load_runs(run_dirs, statuses=("finished",)), convention)
+  except FitError as e:
+    raise common.ExperimentError(f"{e}; run experiments/10_isoflop/sweep.py into {run_dirs}"
+                                 ) from None
 
 
 def _interval(a: isoflop.Allocation) -> str:
@@ -89,58 +73,28 @@ def markdown_table(ours: isoflop.IsoflopAnalysis, porian: dict) -> str:
   return "\n".join(lines)
 
 
-def draw(ours: isoflop.IsoflopAnalysis, data: isoflop.IsoflopRuns, porian: dict):
+def draw(ours: isoflop.IsoflopAnalysis, porian: dict):
+  """The README figure: the CPU sweep's profiles and frontiers, then Porian et al.'s
+  frontiers beside their published power law (report_plots draws every panel)."""
   fig, axes = common.figure(2 + len(porian), width=3.8, height=3.4)
-  ax_p = axes[0]
-  cmap = __import__("matplotlib").colormaps["viridis"]
-  for i, p in enumerate(ours.profiles):
-    color = cmap(0.85 * i / max(len(ours.profiles) - 1, 1))
-    ax_p.plot(p.N, p.L, "o", color=color, ms=4, label=f"C = {p.C:.2g}")
-    if np.isfinite(p.coef[2]):
-      u = np.linspace(np.log(p.N[p.used]).min(), np.log(p.N[p.used]).max(), 50)
-      ax_p.plot(np.exp(u), p.coef[0] + p.coef[1] * u + p.coef[2] * u * u, "-", color=color,
-                gid=f"parabola:{p.C:g}")
-    if p.usable:
-      ax_p.plot(p.N_opt, p.L_opt, "k*", ms=8)
-  common.style_axes(ax_p, "N (FLOP convention)", "final eval loss", "CPU sweep: IsoFLOP profiles",
-                    legend="x-small", log="x")
-  from matplotlib.ticker import NullFormatter
+  report_plots.draw_isoflop_profiles(axes[0], ours, "CPU sweep: IsoFLOP profiles")
+  report_plots.draw_frontiers(axes[1], ours, "CPU sweep: five frontiers")
+  for ax, (lab, res) in zip(axes[2:], porian.items()):
+    report_plots.draw_frontiers(ax, res["analysis"], f"Porian et al.: {lab[:28]}",
+                                published=res["published"])
   for ax in axes:
     ax.xaxis.set_minor_formatter(NullFormatter())
-  panels = [(axes[1], ours, "CPU sweep: four frontiers")] + [
-      (ax, res["analysis"], f"Porian et al.: {lab[:28]}") for ax, (lab, res) in
-      zip(axes[2:], porian.items())]
-  for ax, res, title in panels:
-    c_all = np.concatenate([a.C for a in res.allocations.values()])
-    c = np.geomspace(c_all.min(), c_all.max(), 50)
-    for m, a in res.allocations.items():
-      ax.plot(a.C, a.N_opt, "o", color=COLORS[m], ms=3, alpha=0.6)
-      ax.plot(c, a.n_opt(c), "-", color=COLORS[m], gid=f"frontier:{m}",
-              label=f"{isoflop.LABELS[m].split(' (')[0]}: a = {a.a:.2f} {_interval(a)}")
-    mid = np.sqrt(c[0] * c[-1])
-    n_mid = np.median([a.n_opt(mid) for a in res.allocations.values()])
-    for p, style in ((0.73, ":"), (0.50, "--")):
-      ax.plot(c, n_mid * (c / mid) ** p, style, color="gray", lw=1, label=f"slope {p:.2f}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    common.style_axes(ax, "compute C (FLOPs)", "N_opt", title, legend="xx-small")
-  for (lab, res), ax in zip(porian.items(), axes[2:]):
-    pub = res["published"]
-    c = np.geomspace(res["analysis"].allocations["approach2"].C.min(),
-                     res["analysis"].allocations["approach2"].C.max(), 20)
-    ax.plot(c, pub["n_coef"] * c ** pub["a"], "k--", lw=1,
-            label=f"published: a = {pub['a']:.3f}", gid="published")
-    ax.legend(fontsize="xx-small")
   return fig
 
 
 def porian_fits(n_boot: int) -> dict:
-  """Approaches 2 and 3 on Porian et al.'s RefinedWeb isoFLOP points, per configuration."""
+  """Approaches 2, 3 and VPNLS on Porian et al.'s RefinedWeb isoFLOP points (final losses
+  only: Approach 1 and Kaplan's need learning curves), per configuration."""
   out = {}
   for lab in PORIAN:
     data = isoflop.porian_runs(lab, "rw")
     out[lab] = {"analysis": isoflop.analyze(data, n_boot=n_boot,
-                                            methods=("approach2", "approach3")),
+                                            methods=("approach2", "approach3", "vpnls")),
                 "published": isoflop.porian_published(lab, "rw")}
   return out
 
@@ -198,7 +152,7 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, flops: str | None = None,
              "ours": ours.to_dict(), "markdown_table": table,
              "porian": {lab: {"analysis": res["analysis"].to_dict(),
                               "published": res["published"]} for lab, res in porian.items()}}
-  return common.finish(out, summary, draw(ours, data, porian), "isoflop_frontiers.png")
+  return common.finish(out, summary, draw(ours, porian), report_plots.ISOFLOP_FIGURE)
 
 
 def main(argv=None) -> int:

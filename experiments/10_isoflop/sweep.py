@@ -7,9 +7,9 @@ the cosine decays to zero at its own last step S, after a warmup of S/10 steps (
 al. 2024: a warmup longer than a short run biases the small models). Each run evaluates
 ~8 times so that Approach 1 has learning curves.
 
-CPU: 3 budgets (1e12, 2.5e12, 5e12 FLOPs) x 4-7 sizes (N = 3k .. 330k non-embedding) on
-the stdlib corpus, batch 32 x 128 tokens; pod: 4 budgets (1e17 .. 3e18) x 5 sizes
-(N = 11M .. 680M) on the paper's setup. The convention (default "6N+unembedding", the
+CPU: 3 budgets (2.5e11, 5e11, 1e12 FLOPs) x 5 one-layer sizes (N = 8k .. 82k under
+6N+unembedding) on the stdlib corpus with a 512-token vocabulary, batch 32 x 128 tokens; pod: 4 budgets
+(1e17 .. 3e18) x 5 sizes (N = 11M .. 680M) on the paper's setup. The convention (default "6N+unembedding", the
 count Porian et al. found to resolve most of the Kaplan/Chinchilla gap) comes from
 $SCALING_JAX_FLOPS; pass the same `--flops` to analyze.py.
 """
@@ -31,13 +31,22 @@ FLOPS_ENV = "SCALING_JAX_FLOPS"  # `SCALING_JAX_FLOPS=exact scaling-jax sweep ..
 DEFAULT_CONVENTION = "6N+unembedding"
 EVALS_PER_RUN = 8
 
-# Per budget (FLOPs), the (n_layer, d_model) ladder it trains, ~1.5-2x apart in N. At CPU
-# scale the 4096-token unembedding dominates the FLOPs of these tiny models, so the optimum
-# sits at the small end: the ladders reach down to a 1-layer, 16-wide model.
+# At CPU scale the sweep tokenizes with 512 tokens, not cpu_demo's 4096. With 4096 the
+# compute-optimal N at a CPU budget (Approach 3 on such runs: 51k at 1e12 FLOPs, counting the
+# unembedding) is smaller than the unembedding alone of a 16-wide model (16 x 4096 = 65k), so
+# no model of a sensible width lies below the optimum and every grid is off centre (README,
+# "Compute-optimal allocation").
+CPU_VOCAB = 512
+
+# Per budget (FLOPs), the (n_layer, d_model) ladder it trains, ~1.4-1.7x apart in N and
+# centred on that budget's optimum: N = 7.9k 11k 20k 29k 40k 52k 82k for d_model = 12 16 24
+# 32 40 48 64 under 6N+unembedding. One layer throughout: a second layer mid-ladder puts a
+# step in the profile (at 5e11, 2x32 with N = 41k lost 0.14 nats to 1x32 with N = 29k while
+# width alone was still gaining), which a parabola in ln N cannot follow.
 CPU_BUDGETS = (
-    (1e12, ((1, 16), (1, 24), (1, 32), (2, 32), (2, 48), (2, 64), (3, 80))),
-    (2.5e12, ((1, 24), (1, 32), (2, 32), (2, 48), (2, 64), (3, 80), (3, 96))),
-    (5e12, ((1, 32), (2, 32), (2, 48), (2, 64))),
+    (2.5e11, ((1, 12), (1, 16), (1, 24), (1, 32), (1, 40))),
+    (5e11, ((1, 16), (1, 24), (1, 32), (1, 40), (1, 48))),
+    (1e12, ((1, 24), (1, 32), (1, 40), (1, 48), (1, 64))),
 )
 _POD = ((6, 384), (8, 512), (10, 640), (12, 768), (16, 1024), (24, 1024), (24, 1536))
 POD_BUDGETS = ((1e17, _POD[0:5]), (3e17, _POD[1:6]), (1e18, _POD[1:6]), (3e18, _POD[2:7]))
@@ -54,7 +63,8 @@ def resolve_convention(convention: str | None = None) -> str:
 def budget_entry(budget: float, n_layer: int, d_model: int, scale: str, convention: str
                  ) -> dict:
   """One run trained to `budget` FLOPs: steps from the model's FLOPs per token."""
-  shape = common.shape(n_layer, d_model, scale)
+  shape = {**common.shape(n_layer, d_model, scale),
+           **({"model.vocab_size": CPU_VOCAB} if scale == "cpu" else {})}
   probe = common.entry("probe", scale, shape)
   cfg = common.load_config(probe)
   tokens_per_step = cfg.train.batch_size * cfg.model.n_ctx

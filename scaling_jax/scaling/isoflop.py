@@ -12,11 +12,17 @@ N_opt(C) = k_N C^a and D_opt(C) = C / (6 N_opt) = k_D C^b, so b = 1 - a:
 - Approach 2 (`approach2`): per budget a parabola L = c0 + c1 ln N + c2 (ln N)^2 through the
   lowest-loss size and up to `window` neighbours on each side; its vertex is N_opt(C). The power
   law is a weighted least-squares fit of ln N_opt on ln C, each budget weighted by
-  1/se^2, se the vertex's standard error (delta method, floored at `se_floor`). Budgets
+  1/se^2, se the vertex's standard error (delta method, floored at a third of the ln N step
+  between the sizes the parabola went through: `SE_FLOOR_STEPS`). Budgets
   with no minimum inside their grid are left out; off-centre or narrow grids get a
   warning (an off-centre grid biases the vertex towards the sampled side).
 - Approach 3 (`approach3`): E + A/N^alpha + B/D^beta fitted to the final losses with
   `fit.fit_law` (Huber on log residuals, L-BFGS); a = beta/(alpha + beta).
+- VPNLS (`vpnls`): the same surface by variable projection: at fixed (alpha, beta) the
+  loss is linear in (E, A, B), which non-negative least squares gives exactly, so only the
+  two exponents are searched (a grid, then Nelder-Mead); least squares on the loss. The
+  five-parameter fit of Approach 3 has local minima and trades E against A and B; this one
+  cannot land in a local minimum of the linear parameters.
 - Kaplan (`kaplan`): L(N, S_min) = (N_c/N)^alpha_N + (S_c/S_min)^alpha_S fitted to the
   learning-curve points, S_min = S / (1 + B_crit(L)/B), and the frontier of
   `frontier.closed_form` (or `frontier.frontier` for a callable B_crit);
@@ -46,17 +52,23 @@ import math
 import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
+import ml_collections
 import numpy as np
+from scipy import optimize
 
+from scaling_jax import accounting
 from scaling_jax.scaling import fit as fit_lib
 from scaling_jax.scaling import frontier
+from scaling_jax.scaling import runs as runs_lib
 from scaling_jax.scaling.laws import FitError
 
-METHODS = ("approach1", "approach2", "approach3", "kaplan")
+METHODS = ("approach1", "approach2", "approach3", "vpnls", "kaplan")
 LABELS = {"approach1": "Approach 1 (envelope)", "approach2": "Approach 2 (IsoFLOP parabolas)",
           "approach3": "Approach 3 (parametric L(N, D))",
+          "vpnls": "VPNLS (L(N, D) by variable projection)",
           "kaplan": "Kaplan (L(N, S_min) + B_crit)"}
 PUBLISHED_A = {"kaplan2020": 0.73, "hoffmann2022": 0.50}  # N_opt ∝ C^a as published
+PUBLISHED_LABELS = {"kaplan2020": "Kaplan et al. 2020", "hoffmann2022": "Hoffmann et al. 2022"}
 
 
 # ------------------------------------------------------------------------------ data
@@ -195,6 +207,7 @@ class Profile:
   used: np.ndarray  # which grid points the parabola went through
   usable: bool
   warnings: list[str]
+  step_log_n: float = math.nan  # mean ln N step between the sizes the parabola went through
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -294,13 +307,14 @@ def fit_profile(N: Any, L: Any, C: float, window: int = 2, weights: Any = None,
   coef, *_ = np.linalg.lstsq(X * sw[:, None], L[lo:hi] * sw, rcond=None)
   c0, c1, c2 = (float(c) for c in coef)
   span = u[-1] - u[0]
+  step = float(np.diff(np.unique(u[lo:hi])).mean())
   if span < math.log(min_span):
     warnings.append(f"C={C:.3g}: too narrow: the grid spans {math.exp(span):.3g}x in N "
                     f"(< {min_span:g}x); add sizes on both sides")
   if c2 <= 0:
     warnings.append(f"C={C:.3g}: no minimum: the losses do not curve upwards around the "
                     "lowest one; widen the grid")
-    return Profile(C, nan, nan, (c0, c1, c2), math.inf, nan, N, L, used, False, warnings)
+    return Profile(C, nan, nan, (c0, c1, c2), math.inf, nan, N, L, used, False, warnings, step)
   v = -c1 / (2 * c2)
   resid = (L[lo:hi] - X @ coef) * sw
   dof = max(int(round(w[lo:hi].sum())) - 3, 1)
@@ -323,7 +337,7 @@ def fit_profile(N: Any, L: Any, C: float, window: int = 2, weights: Any = None,
                     f"{se:.2f} in ln N (> {max_se:g}); widen the grid or add seeds")
   l_opt = c0 + c1 * v + c2 * v * v
   return Profile(C, math.exp(v), l_opt, (c0, c1, c2), se, position, N, L, used, usable,
-                 warnings)
+                 warnings, step)
 
 
 def profiles(data: IsoflopRuns, weights: Any = None, window: int = 2,
@@ -339,8 +353,23 @@ def profiles(data: IsoflopRuns, weights: Any = None, window: int = 2,
   return out
 
 
+# The floor on a vertex's standard error, in ln N steps of the sizes its parabola went
+# through. A parabola through 5 sizes has 2 residual degrees of freedom, so its delta-method
+# standard error can come out near zero by chance and one budget would then carry the whole
+# power law. Porian et al. (2024) floor theirs the same way: the standard deviation of
+# ln N* over seed-noise resamples is raised to at least min_std_factor = 0.33 times the mean
+# ln N step of the budget's grid (their analysis.py, which interpolates over the whole grid;
+# the step here is that of the sizes the parabola uses). On their isoFLOP points the fitted
+# exponent is flat for factors 0.2-0.5 and inside all four published intervals; without a
+# floor a single budget takes over and the Kaplan reproduction misses (tests/test_isoflop.py).
+SE_FLOOR_STEPS = 1 / 3
+
+
 def approach2(data: IsoflopRuns, weights: Any = None, window: int = 2,
-              se_floor: float = 0.05, weighted: bool = True) -> Allocation:
+              se_floor_steps: float = SE_FLOOR_STEPS, weighted: bool = True) -> Allocation:
+  """Approach 2's power law: ln N_opt on ln C over the budgets whose vertex lies inside
+  their grid, each weighted by 1/se^2 (`weighted`), se the vertex's standard error floored
+  at `se_floor_steps` ln N steps of its parabola's sizes (see SE_FLOOR_STEPS)."""
   profs = profiles(data, weights, window)
   ok = [p for p in profs if p.usable]
   warnings = [w for p in profs for w in p.warnings]
@@ -349,7 +378,8 @@ def approach2(data: IsoflopRuns, weights: Any = None, window: int = 2,
                    "needs >= 2 (re-centre the size ladders: " + "; ".join(warnings[:2]) + ")")
   c = np.array([p.C for p in ok])
   n = np.array([p.N_opt for p in ok])
-  se = np.maximum(np.array([p.se_log_n for p in ok]), se_floor)
+  se = np.maximum(np.array([p.se_log_n for p in ok]),
+                  se_floor_steps * np.array([p.step_log_n for p in ok]))
   k, a = power_law(c, n, 1 / se ** 2 if weighted else None)
   return Allocation("approach2", a, k, c, n, warnings=warnings)
 
@@ -369,16 +399,79 @@ def fit_chinchilla(data: IsoflopRuns, weights: Any = None, start: Mapping[str, f
                          dedupe=False, **kw)
 
 
-def approach3(data: IsoflopRuns, weights: Any = None,
-              start: Mapping[str, float] | None = None) -> Allocation:
-  res = fit_chinchilla(data, weights, start)
-  p = res.params
-  c = np.unique(data.budget)
+def surface_allocation(method: str, params: Mapping[str, float], budgets: Any,
+                       warnings: list[str]) -> Allocation:
+  """The allocation of a fitted E + A/N^alpha + B/D^beta: N_opt ∝ C^(beta/(alpha+beta))."""
+  p = dict(params)
+  c = np.unique(np.asarray(budgets, float))
   opt = frontier.chinchilla_optimum(p, c)
   a = p["beta"] / (p["alpha"] + p["beta"])
   k = float(opt["N_opt"][0] / c[0] ** a)
+  return Allocation(method, a, k, c, opt["N_opt"], params=p, warnings=warnings)
+
+
+def approach3(data: IsoflopRuns, weights: Any = None,
+              start: Mapping[str, float] | None = None) -> Allocation:
+  res = fit_chinchilla(data, weights, start)
   warnings = list(res.warnings) + ([] if res.converged else ["Approach 3 fit did not converge"])
-  return Allocation("approach3", a, k, c, opt["N_opt"], params=dict(p), warnings=warnings)
+  return surface_allocation("approach3", res.params, data.budget, warnings)
+
+
+# ------------------------------------------------------------------------------ VPNLS
+
+
+VPNLS_EXPONENTS = (0.02, 1.5)  # the (alpha, beta) box searched
+
+
+def linear_terms(N: Any, D: Any, L: Any, alpha: float, beta: float, weights: Any = None
+                 ) -> tuple[dict[str, float], float]:
+  """E, A, B >= 0 of E + A/N^alpha + B/D^beta at fixed exponents by non-negative least
+  squares (weighted by run multiplicities), and the weighted sum of squared residuals."""
+  N, D, L = (np.asarray(x, float) for x in (N, D, L))
+  sw = np.sqrt(np.ones_like(L) if weights is None else np.asarray(weights, float))
+  X = np.stack([np.ones_like(N), N ** -alpha, D ** -beta], axis=1)
+  scale = X.max(axis=0)  # unit columns: N^-alpha can be ~1e-4 next to the constant
+  coef, rnorm = optimize.nnls(X / scale * sw[:, None], L * sw)
+  e, a, b = coef / scale
+  return {"E": float(e), "A": float(a), "B": float(b), "alpha": alpha, "beta": beta}, rnorm ** 2
+
+
+def fit_vpnls(N: Any, D: Any, L: Any, weights: Any = None, grid: int = 30,
+              start: Mapping[str, float] | None = None) -> tuple[dict[str, float], list[str]]:
+  """E + A/N^alpha + B/D^beta by variable projection: (alpha, beta) minimise the squared
+  error left after `linear_terms`, searched on a grid x grid lattice over VPNLS_EXPONENTS
+  (or from `start`) and refined by bounded Nelder-Mead. Returns the parameters and warnings."""
+  lo, hi = VPNLS_EXPONENTS
+
+  def rss(x):
+    return linear_terms(N, D, L, float(x[0]), float(x[1]), weights)[1]
+
+  if start is not None:
+    x0 = np.array([start["alpha"], start["beta"]], float)
+  else:
+    axis = np.linspace(lo, hi, grid)
+    x0 = min(((a, b) for a in axis for b in axis), key=rss)
+  res = optimize.minimize(rss, x0, method="Nelder-Mead", bounds=[(lo, hi), (lo, hi)],
+                          options={"xatol": 1e-5, "fatol": 1e-12, "maxiter": 2000})
+  params, _ = linear_terms(N, D, L, float(res.x[0]), float(res.x[1]), weights)
+  warnings = []
+  for k in ("alpha", "beta"):
+    if min(params[k] - lo, hi - params[k]) < 1e-3:
+      warnings.append(f"VPNLS: {k} = {params[k]:.3g} sits on the edge of the searched "
+                      f"{VPNLS_EXPONENTS}; the surface is not determined by these runs")
+  if params["A"] <= 0 or params["B"] <= 0:
+    raise FitError(f"VPNLS put {'A' if params['A'] <= 0 else 'B'} at 0: the final losses do not "
+                   "fall with both N and D; add sizes or budgets")
+  return params, warnings
+
+
+def vpnls(data: IsoflopRuns, weights: Any = None,
+          start: Mapping[str, float] | None = None) -> Allocation:
+  """The allocation of `fit_vpnls` on the runs' final losses."""
+  w = _active(data, weights)
+  m = w > 0
+  params, warnings = fit_vpnls(data.N[m], data.D[m], data.loss[m], w[m], start=start)
+  return surface_allocation("vpnls", params, data.budget, warnings)
 
 
 # ------------------------------------------------------------------------------ Kaplan
@@ -468,11 +561,11 @@ def resample_weights(groups: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarr
 def bootstrap(method: Callable[..., Allocation], data: IsoflopRuns, n_boot: int = 200,
               seed: int = 0, level: float = 0.95, **kwargs) -> Allocation:
   """`method` on the runs, then on n_boot run resamples: percentile intervals of a and b.
-  Fitted methods (approach3, kaplan) warm-start each refit at the full fit."""
+  Fitted methods (approach3, vpnls, kaplan) warm-start each refit at the full fit."""
   full = method(data, **kwargs)
   if n_boot <= 0:
     return full
-  if method in (approach3, kaplan):
+  if method in (approach3, vpnls, kaplan):
     kwargs = {**kwargs, "start": full.params}
   exps = []
   for w in resample_weights(data.groups(), n_boot, seed):
@@ -548,8 +641,9 @@ class IsoflopAnalysis:
                    f"{al.b:>16.3f} {iv(al.b_interval):>18}")
     for m, why in self.errors.items():
       lines.append(f"{LABELS.get(m, m):<36} {'not fitted: ' + why[:80]}")
-    lines.append(f"{'Kaplan et al. 2020 (published)':<36} {0.73:>16.2f}")
-    lines.append(f"{'Hoffmann et al. 2022 (published)':<36} {0.50:>16.2f}")
+    for key, a in PUBLISHED_A.items():
+      lines.append(f"{PUBLISHED_LABELS[key] + ' (published)':<36} {a:>16.2f} {'':>18} "
+                   f"{1 - a:>16.2f}")
     return "\n".join(lines)
 
   def to_dict(self) -> dict[str, Any]:
@@ -573,7 +667,8 @@ def analyze(data: IsoflopRuns, n_boot: int = 200, seed: int = 0,
   """
   fns: dict[str, tuple[Callable[..., Allocation], dict]] = {
       "approach1": (approach1, {}), "approach2": (approach2, {"window": window}),
-      "approach3": (approach3, {}), "kaplan": (kaplan, {"b_crit": b_crit})}
+      "approach3": (approach3, {}), "vpnls": (vpnls, {}),
+      "kaplan": (kaplan, {"b_crit": b_crit})}
   unknown = set(methods) - set(fns)
   if unknown:
     raise FitError(f"unknown methods {sorted(unknown)}; use some of {METHODS}")
@@ -592,6 +687,83 @@ def analyze(data: IsoflopRuns, n_boot: int = 200, seed: int = 0,
   warnings = [w for a in allocations.values() for w in a.warnings]
   return IsoflopAnalysis(allocations, profs, waste, c_ref, errors,
                          list(dict.fromkeys(warnings)))
+
+
+# ------------------------------------------------------------------------------ run directories
+
+
+def from_runs(runs: Sequence[runs_lib.Run], convention: str) -> IsoflopRuns:
+  """Finished Transformer runs as IsoflopRuns: N = (training FLOPs per token under
+  `convention`, `accounting.FLOP_CONVENTIONS`) / 6, D = tokens at the last evaluation, the
+  final eval loss and the eval curve; the budget is 6 N D."""
+  rows = []
+  for r in runs:
+    if r.status != "finished" or r.arch != "transformer":
+      continue
+    steps, loss = r.series()
+    if not len(steps):
+      continue
+    try:
+      n = accounting.flops_per_token(ml_collections.ConfigDict(r.model), convention) / 6.0
+    except AttributeError as e:  # a config.json without the model's shape
+      raise FitError(f"run {r.name}: its config has no complete model shape ({e}); the FLOPs "
+                     "per token cannot be counted") from None
+    tokens = steps * r.batch_tokens
+    rows.append((r.name, n, tokens[-1], loss[-1], r.batch_tokens, (tokens, loss)))
+  if len(rows) < 3:
+    raise FitError(f"{len(rows)} finished Transformer runs with eval losses; an IsoFLOP "
+                   "analysis needs >= 3 (finish the sweep first)")
+  name, n, d, loss, batch, curves = zip(*rows)
+  n, d = np.array(n), np.array(d)
+  return IsoflopRuns(run=np.array(name, dtype=object), N=n, D=d, loss=loss,
+                     budget=6.0 * n * d, batch=batch, curves=list(curves))
+
+
+@dataclasses.dataclass
+class IsoflopSweep:
+  """A sweep directory read as an IsoFLOP sweep: the FLOP convention its budgets hold
+  under, its runs and the analysis of all methods."""
+  convention: str
+  data: IsoflopRuns
+  analysis: IsoflopAnalysis
+
+  def to_dict(self) -> dict[str, Any]:
+    return {"flop_convention": self.convention, "n_runs": len(self.data),
+            **self.analysis.to_dict()}
+
+
+def detect_convention(runs: Sequence[runs_lib.Run], min_sizes: int = 3
+                      ) -> tuple[str, IsoflopRuns] | None:
+  """The FLOP convention under which the runs form an IsoFLOP sweep -- >= 2 budgets (6 N D
+  within 10%), each trained by >= `min_sizes` sizes -- with its IsoflopRuns; the tightest
+  (fewest budgets, then least spread inside them) where several do. None if none does (a
+  size ladder at one step count has a budget per size)."""
+  best = None
+  for convention in accounting.FLOP_CONVENTIONS:
+    try:
+      data = from_runs(runs, convention)
+    except FitError:
+      return None
+    gid = data.groups()
+    sizes = [len(np.unique(data.N[gid == g])) for g in np.unique(gid)]
+    if len(sizes) < 2 or min(sizes) < min_sizes:
+      continue
+    lb = np.log(data.budget)
+    spread = max(float(np.ptp(lb[gid == g])) for g in np.unique(gid))
+    score = (len(sizes), spread)
+    if best is None or score < best[0]:
+      best = (score, convention, data)
+  return None if best is None else (best[1], best[2])
+
+
+def analyze_sweep(runs: Sequence[runs_lib.Run], n_boot: int = 200, seed: int = 0,
+                  b_crit: Any = frontier.KAPLAN_B_CRIT) -> IsoflopSweep | None:
+  """`analyze` on the runs if they form an IsoFLOP sweep (`detect_convention`), else None."""
+  found = detect_convention(runs)
+  if found is None:
+    return None
+  convention, data = found
+  return IsoflopSweep(convention, data, analyze(data, n_boot=n_boot, seed=seed, b_crit=b_crit))
 
 
 # ------------------------------------------------------------------------------ reference
