@@ -174,3 +174,31 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def restore_from_run(run_dir: str, step: int, abstract_state) -> tuple[Any, dict, int]:
+  """(state, extra, step) of another run's checkpoint `step` (-1: its newest), opened read-only
+  (that run is never changed): where a branch starts. CheckpointError names the steps there
+  are when `step` is not one of them or cannot be read."""
+  directory = rundir.path(run_dir) / rundir.CHECKPOINT_DIR
+  if not rundir.is_dir(str(directory)):
+    raise CheckpointError(f"train.init_from={run_dir}: no {rundir.CHECKPOINT_DIR}/ there; train "
+                          "that run first (its checkpoints are where this run starts)")
+  manager = ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(
+      read_only=True, create=False))
+  try:
+    steps = sorted(manager.all_steps())
+    if step == -1 and steps:
+      step = steps[-1]
+    if step not in steps:
+      raise CheckpointError(f"train.init_from={run_dir} has no checkpoint at step {step} (it has "
+                            f"{steps}); set train.init_step to one of them")
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001 -- another config's checkpoint, or a damaged one
+      raise CheckpointError(f"cannot restore step {step} of {run_dir} ({_describe(e)}); a branch "
+                            "must have that run's model and optimizer") from e
+  finally:
+    manager.close()
+  return restored["state"], restored["extra"], step

@@ -24,6 +24,7 @@ COMMANDS = {
     "demo": ("scaling_jax.demo", "the miniature end-to-end scaling study"),
     "data": ("scaling_jax.data.cli", "build a dataset and its tokenizer ahead of training"),
     "compile": ("scaling_jax.compile_cli", "compile the train step for a TPU slice: memory, FLOPs"),
+    "critical-batch": ("scaling_jax.critical_batch", "one model's critical batch three ways: GNS, batch sweep, branches"),
 }
 
 

@@ -84,6 +84,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.max_skipped_steps = 10
   c.train.progress = True
   c.train.peak_flops_per_device = -1.0  # -1: from the device table or measured
+  # A branch (scaling-jax critical-batch): start from another run's checkpoint (params and
+  # optimizer state, its data position; step, GNS and LR schedule start afresh here).
+  c.train.init_from = ""  # that run's directory ("" = start from scratch)
+  c.train.init_step = -1  # its checkpoint step (-1: its newest)
+  c.train.stop_loss = -1.0  # stop (finished) once the first eval set's loss is <= this; -1: off
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"  # adamw | adafactor
@@ -317,6 +322,9 @@ RULES: dict[str, Any] = {
     "train.nan_policy": OneOf(("stop", "skip")),
     "train.max_skipped_steps": Int(0),
     "train.peak_flops_per_device": Float(0.0, lo_open=True, also={-1.0: "from the device table"}),
+    "train.init_from": Str(),
+    "train.init_step": Int(0, also={-1: "the newest"}),
+    "train.stop_loss": Float(0.0, lo_open=True, also={-1.0: "off"}),
     "optim.name": OneOf(("adamw", "adafactor")),
     "optim.lr": Float(0.0, lo_open=True),
     "optim.lr_rule": OneOf(("fixed", "kaplan")),

@@ -260,6 +260,30 @@ def _stop_signal(signum: int | None) -> int | None:
   return int(np.max(got)) or None
 
 
+def start_branch(config, abstract, state: TrainState, train_iter) -> TrainState:
+  """The state of a branch (`train.init_from`): the parameters and optimizer state of that
+  run's checkpoint `train.init_step`, with this run's own step 0, fresh GNS EMAs and its own
+  LR schedule. `train_iter` is moved to where that run's data stopped: the same shuffled
+  stream of sequences, cut into this run's batches (rounded up to a whole batch), so a branch
+  never repeats what its base trained on."""
+  parent, extra, _ = checkpoint.restore_from_run(config.train.init_from,
+                                                 int(config.train.init_step), abstract)
+  there, here = extra["data"], train_iter.get_state()
+  differ = [k for k in ("n_sequences", "n_ctx", "seed", "shuffle") if there.get(k) != here.get(k)]
+  if differ:
+    raise config_lib.ConfigError(
+        f"train.init_from={config.train.init_from} was trained on other data ({differ} differ: "
+        f"{[there.get(k) for k in differ]} there, {[here.get(k) for k in differ]} here); a "
+        "branch keeps its base run's data, n_ctx and seed")
+  if "next_index" not in here["grain"]:
+    raise config_lib.ConfigError("a branch (train.init_from) positions its data by batch index; "
+                                 "set config.data.worker_count=0")
+  seen = int(there["batches"]) * int(there["batch_size"])  # sequences the base trained on
+  k = -(-seen // int(config.train.batch_size))
+  train_iter.set_state({**here, "batches": k, "grain": {**here["grain"], "next_index": k}})
+  return state.replace(params=parent.params, opt_state=parent.opt_state)
+
+
 def prepare_workdir(config, workdir: str, facts: dict, is_main: bool) -> None:
   """Writes config.json, or checks that an existing run in `workdir` has the same config."""
   existing = rundir.read_config(workdir)
@@ -285,6 +309,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   from scaling_jax import data as data_lib
 
   config_lib.validate(config, num_devices=jax.device_count())
+  if config.train.stop_loss > 0 and not config.data.eval_sets:
+    raise config_lib.ConfigError("config.train.stop_loss stops on the first eval set's loss; "
+                                 "set config.data.eval_sets or train.stop_loss=-1")
   model_lib.check_shardings(config, sharding.make_mesh(config))  # never a silent replication
   preflight.check(config, workdir)  # writable workdir, disk space, code version (issue #10)
   is_main = jax.process_index() == 0
@@ -322,6 +349,8 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
     train_iter.set_state(extra["data"])
     time_s = float(extra.get("time_s", 0.0))
     pending_losses = list(extra.get("pending_losses", []))  # a log window cut by preemption
+  elif config.train.init_from:
+    state = start_branch(config, abstract, state, train_iter)
   start_step = int(state.step)
   writer = metrics.MetricsWriter(workdir, enabled=is_main)
   writer.truncate_after(start_step)
@@ -357,6 +386,9 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
   last: dict[str, Any] = {}
   window_start, window_steps = time.perf_counter(), 0
   status, stop_signal = "finished", None
+  stop_key = keys.eval_loss(config.data.eval_sets[0]) if config.data.eval_sets else None
+  stop_loss = float(config.train.stop_loss)
+  stopped_at = None  # the eval loss at or below train.stop_loss that ended the run early
   with _StopFlag() as stop:
     step = start_step
     try:
@@ -422,6 +454,7 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
             })
           if eval_now:
             record.update(evaluate(state))
+            stopped_at = _stop(record, stop_key, stop_loss)
           writer.write(record)
           last = record
           progress.update(step, record)
@@ -429,13 +462,16 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
           window_start = time.perf_counter()
         elif eval_now:
           record = {keys.STEP: step, **evaluate(state)}
+          stopped_at = _stop(record, stop_key, stop_loss)
           writer.write(record)
           last.update(record)
-        if ckpt_now or preempted:  # time_s so far, including a log window cut short
+        if ckpt_now or preempted or stopped_at is not None:  # time_s so far, including a log window cut short
           save(state, time_s + (0.0 if log_now else time.perf_counter() - window_start),
                pending_losses)
         if preempted:
           status = "preempted"
+          break
+        if stopped_at is not None:
           break
       ckpt.wait()  # an async save that fails raises here, inside the try
     except Exception as e:  # disk full, I/O errors...: status 'failed' with the error (#10)
@@ -447,11 +483,19 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
       writer.close()
   if is_main:
     rundir.write_status(workdir, status, step=int(state.step),
-                        signal=stop_signal if status == "preempted" else None)
+                        signal=stop_signal if status == "preempted" else None,
+                        **({"stopped_at_loss": stopped_at} if stopped_at is not None else {}))
   ckpt.close()
   last["status"] = status
   last["peak_flops_source"] = peak_source
   return last
+
+
+def _stop(record: dict, key: str | None, stop_loss: float) -> float | None:
+  """The eval loss that reached train.stop_loss (ending the run), or None."""
+  if key is None or stop_loss <= 0 or key not in record:
+    return None
+  return record[key] if record[key] <= stop_loss else None
 
 
 class _progress:

@@ -107,3 +107,84 @@ def save_batch_figures(result: batch_lib.BatchSweepResult, out_dir: str,
     fig.savefig(path, dpi=120, bbox_inches="tight")
     paths.append(path)
   return paths
+
+
+# ---------------------------------------------------------------------------- three methods
+
+METHOD_STYLE = {  # report key -> (label, colour, marker)
+    "gns": ("GNS B_simple (geometric mean over runs)", "C3", "o"),
+    "sweep": ("batch sweep: E_min/S_min", "C0", "s"),
+    "probe": ("branched probes: E_min/S_min", "C2", "D"),
+    "probe_20": ("branched probes: 20% over perfect scaling", "C1", "v"),
+}
+
+
+def plot_three_methods(report: dict, ax=None):
+  """B_crit(L) from the GNS, the batch sweep and the branched probes (both definitions) at
+  the study's loss levels, 95% bars, and each method's B_*/L^(1/α_B) line; log-log. The
+  points of one level are spread slightly in loss so their bars do not hide each other.
+  `report` is `critical_batch.analyze`'s dict (tokens)."""
+  fig, ax = _new_axes(ax)
+  rows = report["levels"]
+  losses = [r["loss"] for r in rows]
+  for k, (key, (label, color, marker)) in enumerate(METHOD_STYLE.items()):
+    src, b, lo, hi = ("probe", "b_20", "b_20_lo", "b_20_hi") if key == "probe_20" else (
+        key, "b", "lo", "hi")
+    pts = [(r["loss"], r[src][b], r[src].get(lo), r[src].get(hi)) for r in rows
+           if r.get(src) and r[src].get(b) is not None]
+    if not pts:
+      continue
+    x, y, ylo, yhi = (np.array([p[i] if p[i] is not None else np.nan for p in pts], float)
+                      for i in range(4))
+    x = x * (1 + 0.004 * (k - 1.5))
+    ylo, yhi = np.where(np.isfinite(ylo), ylo, y), np.where(np.isfinite(yhi), yhi, y)
+    cont = ax.errorbar(x, y, yerr=[y - ylo, np.minimum(yhi, 1e3 * y) - y], fmt=marker,
+                       color=color, capsize=3, label=label)
+    cont.lines[0].set_gid(f"method:{key}")
+    law = report["laws"].get(key)
+    if law and law.get("alpha_B") and len(losses) > 1:
+      grid = np.geomspace(min(losses), max(losses), 50)
+      ax.plot(grid, law["B_star"] * grid ** (-1.0 / law["alpha_B"]), "-", color=color,
+              alpha=0.5, lw=1, gid=f"law:{key}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.xaxis.set_major_formatter(ScalarFormatter())
+  ax.xaxis.set_minor_formatter(ScalarFormatter())
+  ax.set_xlabel("loss (nats/token)")
+  ax.set_ylabel("critical batch (tokens)")
+  ax.set_title(f"Critical batch three ways, N = {report['model']['n_params']:.3g}")
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize="small")
+  return fig
+
+
+def plot_probe_ladders(report: dict, ax=None):
+  """Steps to the target against batch size for each branch point, with the fitted
+  S = S_min + E_min/B and the perfect-scaling line from the smallest batch; log-log."""
+  fig, ax = _new_axes(ax)
+  cmap = matplotlib.colormaps["viridis"]
+  probes_by_step = {r["branch_step"]: r for r in report["levels"]}
+  ladders = report.get("ladders", {})
+  for i, (step, lad) in enumerate(sorted(ladders.items(), key=lambda kv: int(kv[0]))):
+    b, s = np.asarray(lad["batch_tokens"], float), np.asarray(lad["steps"], float)
+    if not len(b):
+      continue
+    color = cmap(0.9 * i / max(len(ladders) - 1, 1))
+    row = probes_by_step.get(int(step), {})
+    ax.plot(b, s, "o", color=color, gid=f"ladder:{step}",
+            label=f"from step {step} (L {row.get('start_loss', float('nan')):.3f} -> "
+                  f"{row.get('target_loss', float('nan')):.3f})")
+    ax.plot(b, s[0] * b[0] / b, ":", color=color, alpha=0.6, gid=f"perfect:{step}")
+    probe = row.get("probe")
+    if probe:
+      grid = np.geomspace(b.min(), b.max(), 50)
+      ax.plot(grid, probe["s_min"] + probe["e_min"] / grid, "-", color=color, alpha=0.8,
+              gid=f"fit:{step}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("batch size (tokens)")
+  ax.set_ylabel("steps to the target loss")
+  ax.set_title("Branches: steps vs batch (dotted: perfect scaling)")
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize="small")
+  return fig

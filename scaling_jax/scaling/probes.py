@@ -131,7 +131,7 @@ def analyze_probe(batch_tokens: Sequence[float], steps: Sequence[float], *, star
 def _percentiles(draws) -> tuple[float, float]:
   """95% percentile interval; an infinite upper end (beyond the ladder) is capped at 1e30
   so the result stays strict JSON."""
-  lo, hi = np.percentile(np.asarray(draws, float), [2.5, 97.5])
+  lo, hi = np.percentile(np.minimum(np.asarray(draws, float), 1e30), [2.5, 97.5])
   return float(lo), float(min(hi, 1e30))
 
 

@@ -1,0 +1,171 @@
+"""Branches (train.init_from / init_step / stop_loss) and the critical-batch study command."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from scaling_jax import checkpoint, metrics, rundir, train
+from scaling_jax import metric_keys as keys
+from scaling_jax.config import ConfigError
+from tests.helpers import tiny_config, write_token_array
+
+
+@pytest.fixture(scope="module")
+def array_path(tmp_path_factory):
+  return write_token_array(tmp_path_factory.mktemp("data"))
+
+
+def _constant(c):
+  c.optim.update(schedule="constant", warmup_steps=0)
+  return c
+
+
+@pytest.fixture(scope="module")
+def base_run(array_path, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("base"))
+  c = _constant(tiny_config(array_path, log_every=1, eval_every=10, ckpt_every=10,
+                            keep_checkpoints=3))
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+def _losses(workdir):
+  return dict(zip(*metrics.series(metrics.read_metrics(workdir), keys.LOSS)))
+
+
+def test_a_branch_continues_its_base_run_exactly(base_run, array_path, tmp_path):
+  """Same batch and LR from step 10: the branch's steps 1..10 are the base's 11..20 (params,
+  Adam state and the data position all carried over)."""
+  c = _constant(tiny_config(array_path, log_every=1, num_steps=10, init_from=base_run,
+                            init_step=10))
+  train.train_and_evaluate(c, str(tmp_path))
+  base, branch = _losses(base_run), _losses(str(tmp_path))
+  assert sorted(branch) == list(range(1, 11))
+  np.testing.assert_allclose([branch[s] for s in range(1, 11)],
+                             [base[10 + s] for s in range(1, 11)], rtol=2e-5)
+  # from scratch the same 10 steps give other losses: the start really came from the base
+  assert abs(branch[1] - base[1]) > 0.1
+
+
+def test_a_branch_at_another_batch_stops_at_its_target_loss(base_run, array_path, tmp_path):
+  eval_key = keys.eval_loss("validation")
+  start = dict(zip(*metrics.series(metrics.read_metrics(base_run), eval_key)))[10]
+  target = start - 0.4
+  c = _constant(tiny_config(array_path, batch_size=32, log_every=2, eval_every=2,
+                            num_steps=60, init_from=base_run, init_step=10, stop_loss=target))
+  train.train_and_evaluate(c, str(tmp_path))
+  status = rundir.read_status(str(tmp_path))
+  steps, evals = metrics.series(metrics.read_metrics(str(tmp_path)), eval_key)
+  assert status["status"] == "finished" and status["stopped_at_loss"] <= target
+  assert len(evals) >= 2 and evals[-1] <= target < evals[-2]  # stopped at the first crossing
+  assert status["step"] == steps[-1] < 60
+  assert os.path.isdir(os.path.join(str(tmp_path), "checkpoints", str(int(steps[-1]))))
+
+
+def test_a_branch_from_a_missing_step_says_which_steps_exist(base_run, array_path, tmp_path):
+  c = _constant(tiny_config(array_path, init_from=base_run, init_step=7))
+  with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint at step 7 .*\[10, 20\]"):
+    train.train_and_evaluate(c, str(tmp_path))
+  c = _constant(tiny_config(array_path, init_from=base_run, init_step=10))
+  c.seed = 3  # another shuffle of the data: the base's position means nothing here
+  with pytest.raises(ConfigError, match="other data"):
+    train.train_and_evaluate(c, str(tmp_path / "other"))
+
+
+# ------------------------------------------------------------------ the study command
+
+from scaling_jax import critical_batch, sweep as sweep_lib  # noqa: E402
+from scaling_jax.config import validate  # noqa: E402
+
+CPU_STUDY = os.path.join(sweep_lib.CONFIGS_DIR, "critical_batch.py")
+POD_STUDY = os.path.join(sweep_lib.CONFIGS_DIR, "critical_batch_pod.py")
+
+
+def _points(s):
+  return [critical_batch.BranchPoint(step, 4.0 - 0.1 * i, (4.0 - 0.1 * i) * (1 - s.target_drop),
+                                     6e-4) for i, step in enumerate(s.branch_steps)]
+
+
+@pytest.mark.parametrize("devices", [16, 32])
+def test_pod_study_defines_valid_runs_for_the_85m_model(devices):
+  """--scale pod: every run of the study (base, sweep, branches) is a valid config of the 85M
+  model on a slice of 16 or 32 chips (no training)."""
+  s = critical_batch.load_study(POD_STUDY, {})
+  entries = [critical_batch.base_entry(s, POD_STUDY)] + critical_batch.study_entries(
+      s, POD_STUDY, "gs://bucket/cb/runs", _points(s))
+  assert len(entries) == 1 + (len(s.batch_sizes) - 1) + len(s.branch_steps) * len(s.batch_sizes)
+  evals = set()
+  for e in entries:
+    c = sweep_lib.load_run_config(POD_STUDY, e["overrides"])
+    validate(c, num_devices=devices)
+    evals.add(c.train.batch_size * c.data.eval_batches)
+    if e["name"].startswith("branch_"):
+      assert c.train.init_from == "gs://bucket/cb/runs/base" and c.train.stop_loss > 0
+  from scaling_jax import accounting
+  assert accounting.counts(c.model).n_params == pytest.approx(85e6, rel=0.01)
+  assert evals == {s.eval_sequences}  # one eval set for every run
+
+
+def test_study_lr_rules_scale_with_the_batch():
+  s = critical_batch.load_study(CPU_STUDY, {"lr_rule": "sqrt"})
+  entries = critical_batch.study_entries(s, CPU_STUDY, "/r", _points(s))
+  lr = {e["name"]: e["overrides"]["optim.lr"] for e in entries}
+  step = s.branch_steps[0]
+  assert lr[f"branch_s{step}_B{4 * s.base_batch}"] == pytest.approx(2 * 6e-4)
+  s = critical_batch.load_study(CPU_STUDY, {})
+  lr = {e["name"]: e["overrides"]["optim.lr"]
+        for e in critical_batch.study_entries(s, CPU_STUDY, "/r", _points(s))}
+  assert set(lr.values()) == {6e-4}  # the default: the base run's LR at every batch
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--study.lr_rule=cubic"], "lr_rule='cubic' is not one of"),
+    (["--study.branch_steps=(100, 900)"], "before the base run's end"),
+    (["--study.batch_sizes=(8,)"], ">= 3 distinct batch sizes"),
+    (["--study.eval_sequences=100"], "multiple of every batch size"),
+    (["--study.nope=1"], "unknown study field 'nope'"),
+    (["--study.target_drop=x"], "expected a float"),
+    (["--bogus"], "unknown argument"),
+])
+def test_bad_study_input_is_one_line(args, fragment, tmp_path, capsys):
+  assert critical_batch.main(["--out", str(tmp_path), "--dry-run", *args]) == 2
+  err = capsys.readouterr().err.strip()
+  assert fragment in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_critical_batch_command_end_to_end_and_resume(array_path, tmp_path, monkeypatch):
+  """A tiny study: base run, 2 sweep runs, 3 branches; the report has all three methods at
+  the branch point; a rerun trains nothing and writes the same numbers."""
+  monkeypatch.setenv("XLA_FLAGS", "")  # the trainings run on one CPU device
+  out = str(tmp_path / "study")
+  argv = ["--out", out, "--bootstrap", "50",
+          "--study.base_batch=8", "--study.base_steps=40", "--study.branch_steps=(20,)",
+          "--study.batch_sizes=(4, 8, 16)", "--study.eval_sequences=16",
+          "--study.eval_every_sequences=16", "--study.target_drop=0.05",
+          "--study.branch_max_tokens=20000", "--study.sweep_max_tokens=40000",
+          "--config.data.name=array", f"--config.data.array_path={array_path}",
+          "--config.model.vocab_size=128", "--config.model.n_ctx=32", "--config.model.n_layer=1",
+          "--config.model.d_model=32", "--config.model.n_heads=1", "--config.model.d_ff=64",
+          "--config.optim.lr=3e-3", "--config.optim.warmup_steps=4", "--config.gns.ema=0.8",
+          "--config.train.log_every=2"]
+  assert critical_batch.main(argv) == 0
+  with open(os.path.join(out, "report", "report.json")) as f:
+    first = json.load(f)
+  (row,) = first["levels"]
+  assert row["branch_step"] == 20 and row["target_loss"] == pytest.approx(0.95 * row["start_loss"])
+  assert set(first["ladders"]["20"]["batch_tokens"]) == {128.0, 256.0, 512.0}
+  assert row["gns"]["runs"] >= 2 and row["gns"]["lo"] <= row["gns"]["b"] <= row["gns"]["hi"]
+  assert first["cost"]["probes"]["runs"] == 3 and first["cost"]["sweep"]["runs"] == 2
+  assert first["cost"]["gns"]["tokens"] == 40 * 8 * 32
+  branch = rundir.read_status(os.path.join(out, "runs", "branch_s20_B16"))
+  assert branch["status"] == "finished"
+  assert os.path.getsize(os.path.join(out, "report", "critical_batch.png")) > 10_000
+  mtime = os.path.getmtime(os.path.join(out, "runs", "base", "metrics.jsonl"))
+  assert critical_batch.main(argv) == 0  # resumes: nothing left to train
+  with open(os.path.join(out, "report", "report.json")) as f:
+    again = json.load(f)
+  assert again["levels"] == first["levels"]
+  assert os.path.getmtime(os.path.join(out, "runs", "base", "metrics.jsonl")) == mtime
