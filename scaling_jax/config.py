@@ -218,10 +218,13 @@ class Int:
                               and (self.hi is None or v <= self.hi))
 
   def rule(self) -> str:
-    text = ("an integer" + (f" >= {self.lo}" if self.lo is not None and self.hi is None else "")
-            + (f" in [{self.lo}, {self.hi}]" if self.lo is not None and self.hi is not None
-               else ""))
-    return text + "".join(f", or {k} ({m})" for k, m in self.also.items())
+    if self.lo is not None and self.hi is not None:
+      where = f" in [{self.lo}, {self.hi}]"
+    elif self.lo is not None:
+      where = f" >= {self.lo}"
+    else:
+      where = ""
+    return "an integer" + where + "".join(f", or {k} ({m})" for k, m in self.also.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +247,8 @@ class Float:
 
   def rule(self) -> str:
     if self.lo is not None and self.hi is not None:
-      where = f" in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+      left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+      where = f" in {left}{self.lo}, {self.hi}{right}"
     elif self.lo is not None:
       where = f" {'>' if self.lo_open else '>='} {self.lo}"
     else:
@@ -349,15 +353,7 @@ HINTS = {
     "gns.num_small": "the gradient noise scale compares at least 2 micro-batches",
 }
 
-_RULE_OF_TYPE = {bool: Bool(), int: Int(), float: Float(), str: Str(), tuple: Names()}
-
-
-def _flat_items(config, prefix: str = ""):
-  for key, value in config.items():
-    if isinstance(value, (ml_collections.ConfigDict, dict)):
-      yield from _flat_items(value, f"{prefix}{key}.")
-    else:
-      yield f"{prefix}{key}", value
+_RULE_OF_TYPE = {bool: Bool(), int: Int(), float: Float(), str: Str(), list: Names()}
 
 
 def _rule_for(name: str, defaults: dict[str, Any]):
@@ -377,8 +373,8 @@ def num_micro_batches(config) -> int:
 def validate(config, num_devices: int | None = None) -> None:
   """Raises ConfigError with a one-line fix for a field out of its range (RULES) or fields
   that contradict each other; with `num_devices`, also for a mesh that cannot hold them."""
-  defaults = dict(_flat_items(default_config()))
-  for name, value in _flat_items(config):
+  defaults = _flatten(default_config().to_dict())  # tuples as lists
+  for name, value in _flatten(config.to_dict()).items():
     rule = _rule_for(name, defaults)
     if rule is not None and not rule.ok(value):
       hint = f"; {HINTS[name]}" if name in HINTS else ""

@@ -59,8 +59,8 @@ def test_bad_overrides_raise_config_error(override, fragment):
 
 
 def _float_fields():
-  return [k for k, v in config_lib._flat_items(config_lib.default_config())
-          if isinstance(v, float)]
+  return [f"{section}.{k}" for section, fields in config_lib.default_config().to_dict().items()
+          if isinstance(fields, dict) for k, v in fields.items() if isinstance(v, float)]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])

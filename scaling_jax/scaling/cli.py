@@ -27,7 +27,8 @@ def parser() -> errors.ArgumentParser:
   p.add_argument("source", help="a sweep/run directory, or a .csv/.json table")
   p.add_argument("--law", default="L_N_Smin", help=f"one of {sorted(laws.LAWS)}")
   p.add_argument("--out", default=None, help="output directory (default: SOURCE_fit/)")
-  p.add_argument("--bootstrap", type=errors.non_negative_int, default=200, help="bootstrap resamples (0: none)")
+  p.add_argument("--bootstrap", type=errors.non_negative_int, default=200,
+                 help="bootstrap resamples (0: none)")
   p.add_argument("--resample", default="auto", choices=("auto",) + resample.MODES,
                  help="bootstrap resampling: auto = parametric (run offsets + AR(1) noise) "
                       "for learning curves, points for tables of independent points")
