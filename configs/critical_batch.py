@@ -28,7 +28,7 @@ def get_study():
   s.base_batch = 16  # sequences: the base run (GNS logged, checkpoints at branch_steps)
   s.base_steps = 800
   s.branch_steps = (100, 250, 500)  # base steps the branches start from
-  s.batch_sizes = (4, 8, 16, 32, 64, 128)  # sequences: the ladder of the sweep and of every branch
+  s.batch_sizes = (4, 8, 16, 32, 64)  # sequences: the ladder of the sweep and of every branch
   s.target_drop = 0.03  # each branch trains until its eval loss is (1 - target_drop) x the start
   s.branch_max_tokens = 400_000  # token budget of a branch that never reaches its target
   s.sweep_max_tokens = 1_600_000  # and of a sweep run that never reaches the lowest target

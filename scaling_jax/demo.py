@@ -191,6 +191,8 @@ def main(argv: list[str]) -> int:
   sweep_lib.rundir.write_json_atomic(os.path.join(args.out, "demo.json"), summary)
   print(f"[demo] done in {summary['total_wall_s'] / 60:.1f} min "
         f"(training {train_s / 60:.1f} min); open {paths['html']}")
+  print("[demo] the critical batch measured three ways (GNS, batch sweep, branched probes): "
+        "scaling-jax critical-batch --out critical_batch_out")
   return code
 
 

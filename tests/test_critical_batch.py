@@ -169,3 +169,25 @@ def test_critical_batch_command_end_to_end_and_resume(array_path, tmp_path, monk
     again = json.load(f)
   assert again["levels"] == first["levels"]
   assert os.path.getmtime(os.path.join(out, "runs", "base", "metrics.jsonl")) == mtime
+
+
+def test_three_methods_figure_draws_every_method_with_its_interval():
+  from scaling_jax.scaling import batch_plots
+  rows = [{"loss": l, "branch_step": s, "start_loss": l + 0.05, "target_loss": l - 0.05,
+           "gns": {"b": g, "lo": g / 2, "hi": g * 2}, "sweep": {"b": 2 * g, "lo": g, "hi": 4 * g},
+           "probe": {"b": 3 * g, "lo": 2 * g, "hi": 5 * g, "b_20": g, "b_20_lo": None,
+                     "b_20_hi": None, "s_min": 10.0, "e_min": 3e4}}
+          for l, s, g in ((5.0, 100, 1e3), (4.5, 250, 2e3), (4.2, 500, 3e3))]
+  law = {"B_star": 1e7, "alpha_B": 0.2}
+  report = {"levels": rows, "model": {"n_params": 1e5},
+            "laws": {"gns": law, "sweep": None, "probe": law, "probe_20": None},
+            "ladders": {"100": {"batch_tokens": [256.0, 512.0, 1024.0], "steps": [90, 50, 30]}}}
+  ax = batch_plots.plot_three_methods(report).axes[0]
+  lines = {l.get_gid(): l for l in ax.get_lines()}
+  for key in ("gns", "sweep", "probe", "probe_20"):
+    assert len(lines[f"method:{key}"].get_xdata()) == 3
+  np.testing.assert_allclose(sorted(lines["method:sweep"].get_ydata()), [2e3, 4e3, 6e3])
+  assert {"law:gns", "law:probe"} <= set(lines) and "law:sweep" not in set(lines)
+  ax = batch_plots.plot_probe_ladders(report).axes[0]
+  fit = {l.get_gid(): l for l in ax.get_lines()}["fit:100"]
+  np.testing.assert_allclose(fit.get_ydata()[0], 10 + 3e4 / 256)

@@ -25,6 +25,22 @@ def _new_axes(ax):
   return fig, fig.add_subplot(1, 1, 1)
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str, loss_axis: bool = False) -> None:
+  """Log-log axes with labels, title and a legend if anything is labelled; a loss x axis
+  (spanning < 1 decade) gets plain-number ticks."""
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  if loss_axis:
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize="small")
+
+
 def plot_steps_vs_examples(result: batch_lib.BatchSweepResult, ax=None, n_points: int = 200):
   """Per loss level: measured (E, S) points and the fitted S = S_min + E_min/B, log-log.
 
@@ -41,13 +57,8 @@ def plot_steps_vs_examples(result: batch_lib.BatchSweepResult, ax=None, n_points
     s = lv.steps_at(b)
     ax.plot(b * s, s, "-", color=color, alpha=0.8, gid=f"fit:{lv.loss:.6g}")
     ax.plot([lv.e_min], [lv.s_min], "x", color=color, gid=f"min:{lv.loss:.6g}")
-  ax.set_xscale("log")
-  ax.set_yscale("log")
-  ax.set_xlabel("examples to reach L, E = B·S (tokens)")
-  ax.set_ylabel("steps to reach L, S")
-  ax.set_title("Steps vs examples per loss level; x = (E_min, S_min)")
-  if result.levels:
-    ax.legend(fontsize="small")
+  _finish(ax, "examples to reach L, E = B·S (tokens)", "steps to reach L, S",
+          "Steps vs examples per loss level; x = (E_min, S_min)")
   return fig
 
 
@@ -83,16 +94,8 @@ def plot_b_crit_vs_loss(result: batch_lib.BatchSweepResult,
     if kaplan:
       ax.plot(grid, batch_lib.b_crit_kaplan(grid), "--", color="gray", gid="kaplan",
               label="Kaplan: 2e8 / L^(1/0.21)")
-  ax.set_xscale("log")
-  ax.set_yscale("log")
-  ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
-  ax.xaxis.set_major_formatter(ScalarFormatter())  # losses span < 1 decade: plain numbers
-  ax.xaxis.set_minor_formatter(ScalarFormatter())
-  ax.set_xlabel("loss (nats/token)")
-  ax.set_ylabel("batch size (tokens)")
-  ax.set_title("Critical batch size vs loss")
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize="small")
+  _finish(ax, "loss (nats/token)", "batch size (tokens)", "Critical batch size vs loss",
+          loss_axis=True)
   return fig
 
 
@@ -146,15 +149,8 @@ def plot_three_methods(report: dict, ax=None):
       grid = np.geomspace(min(losses), max(losses), 50)
       ax.plot(grid, law["B_star"] * grid ** (-1.0 / law["alpha_B"]), "-", color=color,
               alpha=0.5, lw=1, gid=f"law:{key}")
-  ax.set_xscale("log")
-  ax.set_yscale("log")
-  ax.xaxis.set_major_formatter(ScalarFormatter())
-  ax.xaxis.set_minor_formatter(ScalarFormatter())
-  ax.set_xlabel("loss (nats/token)")
-  ax.set_ylabel("critical batch (tokens)")
-  ax.set_title(f"Critical batch three ways, N = {report['model']['n_params']:.3g}")
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize="small")
+  _finish(ax, "loss (nats/token)", "critical batch (tokens)",
+          f"Critical batch three ways, N = {report['model']['n_params']:.3g}", loss_axis=True)
   return fig
 
 
@@ -180,11 +176,6 @@ def plot_probe_ladders(report: dict, ax=None):
       grid = np.geomspace(b.min(), b.max(), 50)
       ax.plot(grid, probe["s_min"] + probe["e_min"] / grid, "-", color=color, alpha=0.8,
               gid=f"fit:{step}")
-  ax.set_xscale("log")
-  ax.set_yscale("log")
-  ax.set_xlabel("batch size (tokens)")
-  ax.set_ylabel("steps to the target loss")
-  ax.set_title("Branches: steps vs batch (dotted: perfect scaling)")
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize="small")
+  _finish(ax, "batch size (tokens)", "steps to the target loss",
+          "Branches: steps vs batch (dotted: perfect scaling)")
   return fig
