@@ -259,6 +259,7 @@ class Float:
 @dataclasses.dataclass(frozen=True)
 class OneOf:
   values: tuple
+  verb = "is not"  # "config.optim.name='sgd' is not one of (...)"
 
   def ok(self, v) -> bool:
     return isinstance(v, str) and v in self.values
@@ -378,7 +379,8 @@ def validate(config, num_devices: int | None = None) -> None:
     rule = _rule_for(name, defaults)
     if rule is not None and not rule.ok(value):
       hint = f"; {HINTS[name]}" if name in HINTS else ""
-      raise ConfigError(f"config.{name}={value!r} must be {rule.rule()}{hint}")
+      verb = getattr(rule, "verb", "must be")
+      raise ConfigError(f"config.{name}={value!r} {verb} {rule.rule()}{hint}")
   m, t = config.model, config.train
   if m.d_model % m.n_heads:
     raise ConfigError(
