@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--eval-sets", help="comma-separated, e.g. validation,ood_prose,ood_numpy")
   parser.add_argument("--quiet", action="store_true", help="no build logs")
   args, overrides = parser.parse_known_args(argv)
-  # the flags win over --config.X=V, as they did: they come last
+  # the flags come after --config.X=V overrides, so they win
   config = load_config(args.config, overrides + flag_overrides(args))
   if config.data.data_dir:
     preflight.check_output_dir(config.data.data_dir, "--data-dir")
