@@ -390,6 +390,9 @@ def validate(config, num_devices: int | None = None) -> None:
     raise ConfigError(
         f"config.optim.warmup_steps={config.optim.warmup_steps} leaves no steps for the cosine "
         f"decay of a {t.num_steps}-step run; use fewer warmup steps or schedule=constant")
+  if t.stop_loss > 0 and not config.data.eval_sets:
+    raise ConfigError("config.train.stop_loss stops on the first eval set's loss; set "
+                      "config.data.eval_sets or train.stop_loss=-1")
   k = num_micro_batches(config)
   if t.batch_size % k:
     raise ConfigError(

@@ -309,9 +309,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   from scaling_jax import data as data_lib
 
   config_lib.validate(config, num_devices=jax.device_count())
-  if config.train.stop_loss > 0 and not config.data.eval_sets:
-    raise config_lib.ConfigError("config.train.stop_loss stops on the first eval set's loss; "
-                                 "set config.data.eval_sets or train.stop_loss=-1")
   model_lib.check_shardings(config, sharding.make_mesh(config))  # never a silent replication
   preflight.check(config, workdir)  # writable workdir, disk space, code version (issue #10)
   is_main = jax.process_index() == 0
@@ -465,7 +462,8 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
           stopped_at = _stop(record, stop_key, stop_loss)
           writer.write(record)
           last.update(record)
-        if ckpt_now or preempted or stopped_at is not None:  # time_s so far, including a log window cut short
+        # time_s so far, including a log window cut short
+        if ckpt_now or preempted or stopped_at is not None:
           save(state, time_s + (0.0 if log_now else time.perf_counter() - window_start),
                pending_losses)
         if preempted:
