@@ -263,9 +263,9 @@ def test_analysis_of_recorded_cpu_sweep_metrics():
   for m, a in recorded["a"].items():
     assert res.allocations[m].a == pytest.approx(a, abs=2e-3), m
   assert len(res.profiles) == recorded["n_budgets"]
-  # at CPU scale the optimum lies below the smallest sizes: Approach 2 says so, not a number
-  assert "approach2" in res.errors and "re-centre" in res.errors["approach2"]
-  assert any("off centre" in w for p in res.profiles for w in p.warnings)
+  # the re-centred ladders: every budget's grid brackets its minimum, nothing is left out
+  assert res.errors == {} and all(p.usable and p.warnings == [] for p in res.profiles)
+  assert all(0.25 <= p.position <= 0.75 for p in res.profiles)
 
 
 # ------------------------------------------------------------------------------ the sweep

@@ -8,10 +8,10 @@ al. 2024: a warmup longer than a short run biases the small models). Each run ev
 ~8 times so that Approach 1 has learning curves.
 
 CPU: 3 budgets (2.5e11, 5e11, 1e12 FLOPs) x 5 one-layer sizes (N = 8k .. 82k under
-6N+unembedding) on the stdlib corpus with a 512-token vocabulary, batch 32 x 128 tokens; pod: 4 budgets
-(1e17 .. 3e18) x 5 sizes (N = 11M .. 680M) on the paper's setup. The convention (default "6N+unembedding", the
-count Porian et al. found to resolve most of the Kaplan/Chinchilla gap) comes from
-$SCALING_JAX_FLOPS; pass the same `--flops` to analyze.py.
+6N+unembedding) on the stdlib corpus with a 512-token vocabulary, batch 32 x 128 tokens;
+pod: 4 budgets (1e17 .. 3e18) x 5 sizes (N = 11M .. 680M) on the paper's setup. The
+convention (default "6N+unembedding", the count Porian et al. found to resolve most of the
+Kaplan/Chinchilla gap) comes from $SCALING_JAX_FLOPS; pass the same `--flops` to analyze.py.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ EVALS_PER_RUN = 8
 # "Compute-optimal allocation").
 CPU_VOCAB = 512
 
-# Per budget (FLOPs), the (n_layer, d_model) ladder it trains, ~1.4-1.7x apart in N and
-# centred on that budget's optimum: N = 7.9k 11k 20k 29k 40k 52k 82k for d_model = 12 16 24
+# Per budget (FLOPs), the (n_layer, d_model) ladder it trains, 1.3-1.7x apart in N and
+# centred on that budget's optimum: N = 7.9k 11k 19k 29k 40k 52k 82k for d_model = 12 16 24
 # 32 40 48 64 under 6N+unembedding. One layer throughout: a second layer mid-ladder puts a
-# step in the profile (at 5e11, 2x32 with N = 41k lost 0.14 nats to 1x32 with N = 29k while
-# width alone was still gaining), which a parabola in ln N cannot follow.
+# step in the profile (at 5e11, 2x32 with N = 41k ended 0.13 nats above 1x40 with N = 40k),
+# which a parabola in ln N cannot follow.
 CPU_BUDGETS = (
     (2.5e11, ((1, 12), (1, 16), (1, 24), (1, 32), (1, 40))),
     (5e11, ((1, 16), (1, 24), (1, 32), (1, 40), (1, 48))),

@@ -1,5 +1,6 @@
-"""Compute-optimal allocation four ways on the same runs: Chinchilla's Approaches 1-3
-(Hoffmann et al. 2022) beside Kaplan's frontier (Kaplan et al. 2020, App. B).
+"""Compute-optimal allocation five ways on the same runs: Chinchilla's Approaches 1-3
+(Hoffmann et al. 2022) and Approach 3's surface by variable projection beside Kaplan's
+frontier (Kaplan et al. 2020, App. B).
 
 Every run trained to a budget C = 6 N D FLOPs, with N the parameters the FLOP convention
 charges (`accounting.FLOP_CONVENTIONS`: non-embedding N for "6N", N + d_model·vocab for
@@ -617,12 +618,12 @@ def compute_waste(allocations: Mapping[str, Allocation], surface: Mapping[str, f
   return out
 
 
-# ------------------------------------------------------------------------------ all four
+# ------------------------------------------------------------------------------ all methods
 
 
 @dataclasses.dataclass
 class IsoflopAnalysis:
-  """The four methods on one set of runs, Approach 2's profiles and the waste matrix."""
+  """Every method on one set of runs, Approach 2's profiles and the waste matrix."""
   allocations: dict[str, Allocation]
   profiles: list[Profile]
   waste: dict[str, dict[str, float]] | None  # W[X][Y] at compute_ref
@@ -631,7 +632,8 @@ class IsoflopAnalysis:
   warnings: list[str]
 
   def table(self) -> str:
-    """Text table: method, a [interval], b [interval], beside Kaplan's 0.73 and Chinchilla's 0.50."""
+    """Text table: method, a [interval], b [interval], beside Kaplan's 0.73 and
+    Chinchilla's 0.50."""
     def iv(t):
       return f"[{t[0]:.3f}, {t[1]:.3f}]" if t else "-"
     lines = [f"{'method':<36} {'a (N_opt ~ C^a)':>16} {'95% interval':>18} "
