@@ -205,39 +205,21 @@ def load_config(config_file: str | None, overrides: list[str] | Mapping[str, Any
 # --- values: one rule per field -------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class Int:
-  """An integer (not a bool) in [lo, hi], or one of the `also` values (value: meaning)."""
-  lo: int | None = None
-  hi: int | None = None
-  also: Mapping[int, str] = dataclasses.field(default_factory=dict)
-
-  def ok(self, v) -> bool:
-    if not isinstance(v, int) or isinstance(v, bool):
-      return False
-    return v in self.also or ((self.lo is None or v >= self.lo)
-                              and (self.hi is None or v <= self.hi))
-
-  def rule(self) -> str:
-    if self.lo is not None and self.hi is not None:
-      where = f" in [{self.lo}, {self.hi}]"
-    elif self.lo is not None:
-      where = f" >= {self.lo}"
-    else:
-      where = ""
-    return "an integer" + where + "".join(f", or {k} ({m})" for k, m in self.also.items())
-
-
-@dataclasses.dataclass(frozen=True)
 class Float:
-  """A finite number in the interval (open at an end where `*_open`), or an `also` value."""
+  """A finite number in the interval (open at an end where `*_open`), or an `also` value
+  (value: what it means)."""
   lo: float | None = None
   hi: float | None = None
   lo_open: bool = False
   hi_open: bool = False
   also: Mapping[float, str] = dataclasses.field(default_factory=dict)
+  noun = "a finite number"
+
+  def is_kind(self, v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
   def ok(self, v) -> bool:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+    if not self.is_kind(v):
       return False
     if v in self.also:
       return True
@@ -253,7 +235,16 @@ class Float:
       where = f" {'>' if self.lo_open else '>='} {self.lo}"
     else:
       where = ""
-    return "a finite number" + where + "".join(f", or {k} ({m})" for k, m in self.also.items())
+    return self.noun + where + "".join(f", or {k} ({m})" for k, m in self.also.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class Int(Float):
+  """An integer (not a bool) in [lo, hi], or an `also` value."""
+  noun = "an integer"
+
+  def is_kind(self, v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass(frozen=True)
