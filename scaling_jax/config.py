@@ -22,7 +22,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from scaling_jax.errors import UserError
+from scaling_jax.errors import UserError, one_line
 
 OVERRIDE_PREFIX = "--config."
 
@@ -132,10 +132,6 @@ def format_override(key: str, value: Any) -> str:
   return f"{OVERRIDE_PREFIX}{key}={value}"
 
 
-def _first_line(e: BaseException) -> str:
-  return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
 def load_user_module(path: str, name: str):
   """Runs the Python file `path` as a fresh module (never one cached in sys.modules, so a
   file without get_config() cannot inherit the last one's). Raises what the file raises."""
@@ -161,7 +157,7 @@ def _from_file(config_file: str) -> ml_collections.ConfigDict:
     raise
   except Exception as e:  # noqa: BLE001 -- the user's file: syntax error, get_config() raising
     raise ConfigError(f"cannot load config file {path!r}: {type(e).__name__}: "
-                      f"{_first_line(e)}") from None
+                      f"{one_line(e)}") from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() of {path!r} returned a {type(config).__name__}; it must "
                       "return default_config() with fields changed")
@@ -191,7 +187,7 @@ def load_config(config_file: str | None, overrides: list[str] | Mapping[str, Any
     fv(argv)
     config = fv.config
   except flags.Error as e:
-    raise ConfigError(f"{_first_line(e)}; give the field a value of its type (see "
+    raise ConfigError(f"{one_line(e)}; give the field a value of its type (see "
                       f"{source})") from None
   except (AttributeError, KeyError) as e:
     name = str(e).strip("'\" ")

@@ -525,7 +525,7 @@ def fast_config(array_path, **train_kw):
 # --- preflight and hostile input -------------------------------------------------------------
 
 def test_preflight_estimate_bounds_a_real_checkpoint(reference):
-  from scaling_jax.train_cli import load_config
+  from scaling_jax.config import load_config
   config = load_config(str(REPO / "configs/tiny.py"), overrides(pathlib.Path("unused.npy")))
   actual = sum(os.path.getsize(p) for p in _files(os.path.join(reference, "checkpoints", "60")))
   estimate = preflight.checkpoint_bytes(config)
