@@ -41,8 +41,8 @@ def parser() -> errors.ArgumentParser:
   p.add_argument("--delta", type=errors.positive_float, default=fit_lib.DEFAULT_DELTA,
                  help="Huber delta")
   p.add_argument("--grid", type=errors.positive_int, default=1000, help="number of start points")
-  p.add_argument("--points", type=errors.positive_int, default=32,
-                 help="points kept per learning curve")
+  p.add_argument("--points", type=errors.non_negative_int, default=32,
+                 help="points kept per learning curve (0: all)")
   p.add_argument("--last-only", action="store_true", help="one point per run (its last)")
   p.add_argument("--seed", type=errors.non_negative_int, default=0)
   p.add_argument("--no-plots", action="store_true")
