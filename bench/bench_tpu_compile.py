@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import pathlib
+import re
 import sys
 import time
 
@@ -65,6 +66,14 @@ def one(preset: str, slice_name: str, setting: str, overrides: list[str]) -> dic
           "compile_s": report.compile_s}
 
 
+def failure(row: dict) -> str:
+  """Why a setting did not fit: XLA's bytes, or the compiler's refusal with its figures."""
+  if row["xla_bytes"]:
+    return f"{row['xla_bytes'] / GiB:.1f} GiB"
+  m = re.search(r"\(([\d.]+G)\) exceeds available HBM \(([\d.]+G)\)", row["compiler_error"])
+  return f"refused, temporaries {m[1]} > {m[2]} free" if m else "refused"
+
+
 def compile_s(tried: list[dict]) -> str:
   """The compile times of a cell's settings, in the order tried."""
   return " + ".join(f"{r['compile_s']:.0f}" for r in tried)
@@ -81,9 +90,7 @@ def table(rows: list[dict]) -> list[str]:
       if not tried:
         continue
       fit = next((r for r in tried if r["fits"]), None)
-      failed = [f"{r['setting']}: "
-                + (f"{r['xla_bytes'] / GiB:.1f} GiB" if r["xla_bytes"] else "refused")
-                for r in tried if not r["fits"]]
+      failed = [f"{r['setting']}: {failure(r)}" for r in tried if not r["fits"]]
       hbm = tried[0]["hbm"] / GiB
       if fit is None:
         found = ("none of the ladder" if any(r["setting"] == LADDER[-1][0] for r in tried)
