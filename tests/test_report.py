@@ -259,7 +259,7 @@ def test_isoflop_figure_and_table_show_every_frontier(iso_sweep):
   assert "Hoffmann et al. 2022 (published)</td><td>0.50" in text
 
 
-@pytest.mark.slow  # the study analysis and Approach 3's bootstrap: ~1 min on 2 cores
+@pytest.mark.slow  # the study analysis and Approach 3: 73 s on 2 cores under load
 def test_report_on_an_isoflop_sweep_adds_its_section(iso_sweep, tmp_path):
   root, _ = iso_sweep
   _, paths = report.report(root, str(tmp_path / "rep"), bootstrap=4, b_crit="kaplan",
