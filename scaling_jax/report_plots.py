@@ -13,7 +13,6 @@ is plotted.
 from __future__ import annotations
 
 import math
-import os
 
 import matplotlib
 import numpy as np
