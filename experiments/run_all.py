@@ -100,8 +100,7 @@ def estimated_seconds(run: dict[str, Any]) -> float:
 class Progress:
   """Progress and ETA over every run of every group still to train."""
 
-  def __init__(self, groups: Sequence[Group], stream: TextIO):
-    self.stream = stream
+  def __init__(self, groups: Sequence[Group]):
     self.items = []  # (run dir, weight, start step, num_steps)
     for g in groups:
       todo, _ = sweep_lib.pending(g.runs, g.sweep_dir)
@@ -231,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.dry_run:
     return 0
   os.makedirs(args.out, exist_ok=True)
-  progress = Progress(groups, sys.stderr)
+  progress = Progress(groups)
   failed: list[str] = []
   for g in groups:
     results = sweep_lib.run_sweep(g.runs, g.sweep_dir, parallel=args.parallel,

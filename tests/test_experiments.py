@@ -10,7 +10,6 @@ LR and its schedule differ from A's), and an LSTM and a Universal Transformer.
 import atexit
 import functools
 import importlib.util
-import io
 import json
 import math
 import os
@@ -195,7 +194,7 @@ def test_run_all_progress_counts_finished_and_partial_runs(tmp_path, capsys):
   b8, b16, b32, b64 = (os.path.join(group.sweep_dir, r["name"]) for r in group.runs)
   rundir.makedirs(b8)
   rundir.write_status(b8, "finished")  # finished before this invocation: not in the ETA
-  progress = run_all.Progress([group], io.StringIO())
+  progress = run_all.Progress([group])
   assert len(progress.items) == 3 and progress.fraction() == 0.0
   rundir.makedirs(b16)
   rundir.write_status(b16, "finished")
@@ -457,6 +456,11 @@ def test_09_lr_schedule(tmp_path):
 # analyses must keep recovering what they found on the full runs.
 
 
+def _out(tmp_path, name: str) -> str:
+  (tmp_path / name).mkdir()
+  return str(tmp_path / name)
+
+
 def _recorded(sweep: str, tmp_path) -> str:
   return recorded.materialize(str(common.REPO / "tests" / "data" / f"experiments_{sweep}.json"),
                               str(tmp_path / sweep))
@@ -467,7 +471,7 @@ def test_04_critical_batch_on_recorded_cpu_runs(tmp_path):
   as found on the full runs (RESULTS.md), and growing as the loss falls (the paper's
   Fig. 10-11), with the GNS within an order of magnitude of the sweep's B_crit."""
   exp = _analysis("04_critical_batch")
-  s = exp.analyze([_recorded("04_critical_batch", tmp_path)], str(tmp_path / "out"))
+  s = exp.analyze([_recorded("04_critical_batch", tmp_path)], _out(tmp_path, "out"))
   assert s["b_crit_sweep"]["alpha_B"] == pytest.approx(0.103, abs=0.005)
   assert s["b_crit_gns"]["alpha_B"] == pytest.approx(0.151, abs=0.005)
   lo, hi = s["b_crit_gns"]["alpha_B_interval"]
@@ -475,3 +479,44 @@ def test_04_critical_batch_on_recorded_cpu_runs(tmp_path):
   levels = sorted(s["sweep"]["levels"], key=lambda lv: -lv["loss"])
   assert len(levels) == 6 and levels[-1]["b_crit"] > 10 * levels[0]["b_crit"]
   assert 0.1 < s["b_crit_over_b_simple"] < 10
+
+
+@functools.lru_cache(maxsize=None)
+def _recorded_ladder() -> str:
+  """The size ladder's four runs (experiments 1, 2, 5 and 7), materialized once."""
+  return recorded.materialize(str(common.REPO / "tests" / "data" / "experiments_ladder.json"),
+                              str(_root() / "recorded_ladder"))
+
+
+def test_01_and_07_on_recorded_cpu_runs(tmp_path):
+  """L(N) and transfer on the real ladder (N = 25k..786k, 300 steps): the exponents and
+  offsets found on the full runs (RESULTS.md)."""
+  s = _analysis("01_l_of_n").analyze(_recorded_ladder(), _out(tmp_path, "01"))
+  assert s["fit_N"]["alpha_N"] == pytest.approx(0.0452, abs=0.002)
+  assert s["fit_total"]["alpha_N"] == pytest.approx(0.0866, abs=0.003)
+  loss = [p["L"] for p in sorted(s["points"], key=lambda p: p["N"])]
+  assert loss == sorted(loss, reverse=True) and len(loss) == 4  # bigger is better
+  t = _analysis("07_transfer").analyze(_recorded_ladder(), _out(tmp_path, "07"))
+  numpy_, prose = t["per_set"]["ood_numpy"], t["per_set"]["ood_prose"]
+  assert numpy_["offset"] == pytest.approx(0.527, abs=0.01)
+  assert prose["offset"] == pytest.approx(1.646, abs=0.01)
+  assert numpy_["slope"] == pytest.approx(0.69, abs=0.02)
+  assert prose["slope"] == pytest.approx(0.83, abs=0.02)
+  # The paper's "roughly constant offset": prose's moves by ~0.1 nats while the validation
+  # loss falls by 0.6.
+  base = np.array(t["per_set"]["validation"]["final"])
+  assert np.ptp(np.array(prose["final"]) - base) < 0.15 < 0.5 < np.ptp(base)
+
+
+@pytest.mark.slow  # two L(N, S_min) fits and the pooled GNS law: ~25 s on 2 loaded cores
+def test_02_and_05_on_recorded_cpu_runs(tmp_path):
+  """L(N, S_min) and the compute frontier on the real ladder: the envelope's N_opt ~ C^p
+  (0.70 here, 0.73 in the paper) and the cost of off-optimal sizes found on the full runs."""
+  s = _analysis("02_l_of_n_steps").analyze(_recorded_ladder(), _out(tmp_path, "02"))
+  assert s["n_points"] == 52 and s["fit"]["alpha_S"] == pytest.approx(0.246, abs=0.03)
+  f = _analysis("05_compute_frontier").analyze(_recorded_ladder(), _out(tmp_path, "05"))
+  assert f["fit_N_opt"]["p"] == pytest.approx(0.705, abs=0.02)
+  assert f["fit_L_C"]["alpha_C"] == pytest.approx(0.0883, abs=0.005)
+  extra = dict(zip(f["size_factors"], f["excess_compute"]))
+  assert extra[0.6] == pytest.approx(0.12, abs=0.03)
+  assert extra[2.2] == pytest.approx(0.196, abs=0.03)
