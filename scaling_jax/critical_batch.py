@@ -29,7 +29,7 @@ rule that raises the LR with B moves larger batches to a different operating poi
 three methods would no longer measure the same thing. README "Critical batch size three
 ways" reports what the rule changes.
 
-Outputs: OUT/report/report.json (every number), critical_batch.png (B_crit(L) from the three
+Outputs (in ./critical_batch_report when OUT is a gs:// URL): OUT/report/report.json (every number), critical_batch.png (B_crit(L) from the three
 methods with 95% intervals), steps_vs_batch.png (the probes' and the sweep's S(B)) and
 report.html.
 """
@@ -63,6 +63,7 @@ from scaling_jax.scaling.laws import FitError
 SCALE_CONFIGS = {"cpu": "critical_batch.py", "pod": "critical_batch_pod.py"}
 LR_RULES = {"constant": 0.0, "sqrt": 0.5, "linear": 1.0}  # LR ∝ (B/B_base)^power
 BASE = "base"
+REMOTE_REPORT_DIR = "critical_batch_report"  # where the report goes when --out is a gs:// URL
 
 
 class StudyError(ConfigError):
@@ -255,12 +256,7 @@ def analyze(s, runs_dir: str, points: list[BranchPoint], bootstrap: int = 1000,
             seed: int = 0) -> dict[str, Any]:
   """Every number of the report (JSON-ready): per level the three estimates with intervals
   and their ratios, each method's B_* and alpha_B, and what each method cost."""
-  read = {}
-  for name in sorted(os.listdir(runs_dir)):
-    if os.path.isdir(os.path.join(runs_dir, name)):
-      run = runs_lib.read_run(os.path.join(runs_dir, name))
-      if run is not None:
-        read[name] = run
+  read = {r.name: r for r in runs_lib.read_runs(runs_dir)}  # local or gs:// (rundir)
   if BASE not in read:
     raise StudyError(f"no base run in {runs_dir}; run the study first")
   base = read[BASE]
@@ -497,8 +493,10 @@ def main(argv: list[str] | None = None) -> int:
   except (ConfigError, FitError, sweep_lib.SweepError) as e:
     print(f"scaling-jax critical-batch: error: {e}", file=sys.stderr)
     return 2
-  report["wall_s"] = time.monotonic() - t0
-  paths = write_report(report, os.path.join(args.out, "report"))
+  report["wall_s"] = time.monotonic() - t0  # of this invocation (a resume: the rest only)
+  report_dir = (REMOTE_REPORT_DIR if rundir.is_remote(args.out)
+                else os.path.join(args.out, "report"))
+  paths = write_report(report, report_dir)
   print("\n".join(summary_lines(report)))
   print(f"[critical-batch] done in {report['wall_s'] / 60:.1f} min; open {paths['html']}")
   return code
