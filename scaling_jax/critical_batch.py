@@ -57,7 +57,6 @@ from scaling_jax.config import ConfigError
 from scaling_jax.scaling import batch as batch_lib
 from scaling_jax.scaling import batch_plots, bcrit, probes
 from scaling_jax.scaling import runs as runs_lib
-from scaling_jax.scaling.batch import t_quantile_975
 from scaling_jax.scaling.laws import FitError
 
 SCALE_CONFIGS = {"cpu": "critical_batch.py", "pod": "critical_batch_pod.py"}
@@ -217,7 +216,7 @@ def _geo_interval(values) -> tuple[float, float, float]:
   mean = float(np.exp(logs.mean()))
   if len(logs) < 2:
     return mean, math.nan, math.nan
-  half = t_quantile_975(len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
+  half = batch_lib.t_quantile_975(len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
   return mean, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
 
 
