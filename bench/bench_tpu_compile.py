@@ -66,6 +66,12 @@ def one(preset: str, slice_name: str, setting: str, overrides: list[str]) -> dic
           "compile_s": report.compile_s}
 
 
+def setting_label(setting: str) -> str:
+  """A ladder step as the overrides that make it (`preset` as it is)."""
+  overrides = dict(LADDER)[setting]
+  return " ".join(f"`{o.removeprefix('--config.')}`" for o in overrides) or setting
+
+
 def failure(row: dict) -> str:
   """Why a setting did not fit: XLA's bytes, or the compiler's refusal with its figures."""
   if row["xla_bytes"]:
@@ -102,7 +108,7 @@ def table(rows: list[dict]) -> list[str]:
       e = estimate_preset(preset, fit["micro_seqs_per_chip"],
                           compile_cli.parse_topology(slice_name).chips, fit["remat"])["total"]
       lines.append(
-          f"| {preset} | {slice_name} ({hbm:.1f} GiB) | {fit['setting']}: remat "
+          f"| {preset} | {slice_name} ({hbm:.1f} GiB) | {setting_label(fit['setting'])}: remat "
           f"{fit['remat']}, {fit['micro_seqs_per_chip']} seq/chip per pass | {x / GiB:.2f} "
           f"| {x / fit['hbm']:.0%} | {e / GiB:.2f} | {x / e:.2f} "
           f"| {fit['step_s_estimate'] * 1e3:.0f} ms, MFU {fit['mfu_estimate']:.0%} "
@@ -152,6 +158,10 @@ def main(argv=None) -> int:
            "communication: an estimate, not a measurement. Compile s: XLA's TPU compile of "
            "each setting tried, on 2 CPU cores shared with other jobs (load varied 3x: "
            "read them as rough).", ""] + table(rows)
+  missing = [f"{p} on {s}" for p in PRESETS for s in SLICES
+             if not any((r["preset"], r["slice"]) == (p, s) for r in rows)]
+  if missing:
+    lines += ["", f"Not compiled yet: {', '.join(missing)} (rerun the command: it resumes)."]
   publish(lines, HEADING, write=not args.no_write)
   return 0
 
