@@ -94,19 +94,14 @@ SLICES = {"v5e-16": (16, "v5e"), "v4-32": (16, "v4"), "v6e-16": (16, "v6e"),
 CHIPS = {c.name: c for c in hardware.CHIPS}
 
 
-def preset_model(name: str):
-  """The `model` field of a preset's config (configs/gpt_*.py)."""
-  return importlib.import_module(f"scaling_jax.configs.{PRESETS[name]}").get_config().model
-
-
-def preset_batch(name: str) -> int:
-  return int(importlib.import_module(
-      f"scaling_jax.configs.{PRESETS[name]}").get_config().train.batch_size)
+def preset_config(name: str):
+  """A preset's run config (configs/gpt_*.py)."""
+  return importlib.import_module(f"scaling_jax.configs.{PRESETS[name]}").get_config()
 
 
 def estimate_preset(name: str, batch_per_device: int, fsdp: int, remat: str) -> dict[str, int]:
   """`estimate_memory` for a preset as its config defines it (shape, tied embeddings)."""
-  m = preset_model(name)
+  m = preset_config(name).model
   return estimate_memory(m.n_layer, m.d_model, m.n_heads, m.n_ctx, m.vocab_size,
                          batch_per_device, fsdp=fsdp, remat=remat,
                          tie_embeddings=m.tie_embeddings)
@@ -124,7 +119,7 @@ def table(micro: int = 8) -> str:
   for name in PRESETS:
     for slice_name, (devices, chip) in SLICES.items():
       hbm = CHIPS[chip].hbm_bytes
-      per_device = preset_batch(name) // devices
+      per_device = preset_config(name).train.batch_size // devices
       cells = []
       for b in (per_device, micro):
         for remat in ("none", "full"):

@@ -338,7 +338,7 @@ def test_estimate_memory_by_hand():
 @pytest.mark.parametrize("name", ["125M", "1.3B"])
 def test_memory_table_counts_the_presets_as_the_model_does(name):
   # The presets tie their embeddings (GPT-2): the table's totals are the built model's.
-  model_cfg = memory.preset_model(name)
+  model_cfg = memory.preset_config(name).model
   n = _model_params(model_cfg)
   assert abs(n / {"125M": 125e6, "1.3B": 1.3e9}[name] - 1) < 0.02  # the name is the total
   assert memory.estimate_preset(name, 1, 1, "none")["n_params"] == n
