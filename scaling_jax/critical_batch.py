@@ -240,7 +240,11 @@ def probe_steps(run: runs_lib.Run, start_loss: float, target: float) -> float | 
 
 
 def _cost(group: list[runs_lib.Run]) -> dict[str, Any]:
-  return {"runs": len(group), "tokens": float(sum(r.final(keys.TOKENS) for r in group)),
+  """Runs, tokens trained (last step x batch: a branch may stop before its first train log)
+  and logged train time."""
+  steps = [max(int(rec[keys.STEP]) for rec in r.records) for r in group]
+  return {"runs": len(group),
+          "tokens": float(sum(s * r.batch_tokens for s, r in zip(steps, group))),
           "time_s": float(sum(r.time_s for r in group))}
 
 
