@@ -36,7 +36,6 @@ report.html.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import html
@@ -50,6 +49,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from scaling_jax import errors
 from scaling_jax import metric_keys as keys
 from scaling_jax import rundir
 from scaling_jax import sweep as sweep_lib
@@ -443,9 +443,9 @@ def _split_args(rest: list[str]) -> tuple[dict[str, str], dict[str, str]]:
   return study, config
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(
+@errors.boundary("critical-batch")
+def main(argv: list[str]) -> int:
+  parser = errors.ArgumentParser(
       prog="scaling-jax critical-batch",
       description="The critical batch size of one model three ways (GNS, batch-size sweep, "
                   "branched probes), with intervals; rerun to resume.")
