@@ -20,8 +20,8 @@ bisection on the exact S(B). B_simple = tr(Σ)/|G|² with G = Hθ.
 The analyses see only what an experiment sees: loss curves at a ladder of batch sizes
 (batch-size sweep), or steps to a target at a ladder (branched probes), or pairs of small-
 and big-batch squared gradient norms (GNS). Measured errors: sweep ≤ 5.4% (the NQM's S(B)
-is not exactly a hyperbola: up to 3-5% off it near B_crit), probe B_crit ≤ 2.5%, probe B_20
-≤ 7%; tolerances 10%.
+is not exactly a hyperbola: up to 3-5% off it near B_crit), probe B_crit ≤ 1.4%, probe B_20
+≤ 4.8%; tolerances 10%.
 """
 
 import numpy as np
