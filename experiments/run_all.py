@@ -240,9 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      for r in results.values() if r.status == "finished"})
     text, code = sweep_lib.summarize(results)
     print(f"[experiments] {g.sweep_dir}: {text}")
-    if code == sweep_lib.EX_TEMPFAIL:
+    # Interrupted (SIGINT/SIGTERM): stop here, even if a run killed before it could
+    # checkpoint counts as failed.
+    if any(r.status == "preempted" for r in results.values()):
       print("[experiments] interrupted: rerun the same command to resume", file=sys.stderr)
-      return code
+      return sweep_lib.EX_TEMPFAIL
     if code:
       failed += [f"{g.sweep_dir} (training)"]
       continue

@@ -222,6 +222,21 @@ def test_run_all_progress_counts_finished_and_partial_runs(tmp_path, capsys):
       "04_critical_batch": 62.0}
 
 
+def test_run_all_stops_at_an_interrupted_sweep(tmp_path, monkeypatch):
+  """A SIGTERM that kills one run before it can checkpoint (failed) and stops the rest
+  (preempted) ends run_all with 75: the next sweep must not start."""
+  calls = []
+
+  def fake_sweep(runs, out_dir, **kw):
+    calls.append(out_dir)
+    return {"B8": sweep_lib.RunResult("B8", "failed", -15),
+            "B16": sweep_lib.RunResult("B16", "preempted")}
+
+  monkeypatch.setattr(sweep_lib, "run_sweep", fake_sweep)
+  assert run_all.main(["--out", str(tmp_path), "--only", "4,6"]) == sweep_lib.EX_TEMPFAIL
+  assert calls == [str(tmp_path / "04_critical_batch")]
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_sweeps_build_valid_configs_at_both_scales(name):
   sweep = common.load_module(common.REPO / "experiments" / name / "sweep.py")
@@ -520,3 +535,18 @@ def test_02_and_05_on_recorded_cpu_runs(tmp_path):
   extra = dict(zip(f["size_factors"], f["excess_compute"]))
   assert extra[0.6] == pytest.approx(0.12, abs=0.03)
   assert extra[2.2] == pytest.approx(0.196, abs=0.03)
+
+
+def test_06_shape_on_recorded_cpu_runs(tmp_path):
+  """Ten shapes at N ~ 9.8e4: the head count changes the loss by < 0.5% (the paper's
+  finding), depth and d_ff by the 13% and 7% found on the full runs (RESULTS.md)."""
+  s = _analysis("06_shape").analyze(_recorded("06_shape", tmp_path), _out(tmp_path, "out"))
+  (group,) = s["groups"]
+  assert len(group["runs"]) == 10 and group["best"] == "ffn_r1_d88"
+  spread = {}
+  for p in s["points"]:
+    spread.setdefault(p["family"], []).append(p["increase"])
+  assert np.ptp(spread["heads"]) < 0.005
+  assert np.ptp(spread["depth"]) == pytest.approx(0.133, abs=0.01)
+  assert np.ptp(spread["ffn"]) == pytest.approx(0.069, abs=0.01)
+  assert group["max_increase"] == pytest.approx(0.134, abs=0.01)
