@@ -229,13 +229,22 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(~{sweep_lib._fmt_s(est)} on an idle 2-core CPU), {len(done)} finished")
   if args.dry_run:
     return 0
-  os.makedirs(args.out, exist_ok=True)
+  try:
+    os.makedirs(args.out, exist_ok=True)
+  except OSError as e:
+    print(f"run_all: error: cannot create --out {args.out} ({e.strerror or e}); choose a "
+          "writable directory", file=sys.stderr)
+    return 2
   progress = Progress(groups)
   failed: list[str] = []
   for g in groups:
-    results = sweep_lib.run_sweep(g.runs, g.sweep_dir, parallel=args.parallel,
-                                  stream=_SweepStream(progress, sys.stderr),
-                                  sweep_dir=str(EXPERIMENTS_DIR / g.experiments[0]))
+    try:
+      results = sweep_lib.run_sweep(g.runs, g.sweep_dir, parallel=args.parallel,
+                                    stream=_SweepStream(progress, sys.stderr),
+                                    sweep_dir=str(EXPERIMENTS_DIR / g.experiments[0]))
+    except (sweep_lib.SweepError, ConfigError) as e:  # e.g. an unwritable --out
+      print(f"run_all: error: {e}", file=sys.stderr)
+      return 2
     add_to_record(args.out, "runs", {run_key(g, r.name): r.wall_s
                                      for r in results.values() if r.status == "finished"})
     text, code = sweep_lib.summarize(results)
