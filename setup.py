@@ -27,6 +27,7 @@ setup(
         "array-record>=0.8.1",
         "grain>=0.2.12",
         "numpy>=1.26",
+        "scipy>=1.11",
         "ml-collections>=1.1.0",
         "absl-py>=2.0",
         "sentencepiece>=0.2.0",
