@@ -219,7 +219,7 @@ def test_remote_data_directory_is_built_once_and_fetched(gcs, clean, tmp_path, m
   import numpy as np
   from scaling_jax import rundir
   from scaling_jax.data import cli as data_cli, sources, tokenizer
-  remote = f"{gcs}/data"
+  remote = f"{gcs}/mirrored/data"  # each test its own prefix: the emulator is per module
   c = _data_config(write_corpus(tmp_path / "corpus"), remote)
   monkeypatch.setenv("SCALING_JAX_DATA_MIRROR", str(tmp_path / "host1"))
   # Nothing remote yet: `scaling-jax data` builds in host1's mirror, then publishes.
@@ -291,7 +291,7 @@ def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, 
   data = tmp_path_factory.mktemp("data")
   # The data directory is on the bucket too; each process works in a local mirror of it.
   monkeypatch.setenv("SCALING_JAX_DATA_MIRROR", str(data / "mirror"))
-  sweep_file = _sweep_file(data / "grid.py", write_corpus(data / "corpus"), f"{gcs}/data")
+  sweep_file = _sweep_file(data / "grid.py", write_corpus(data / "corpus"), f"{gcs}/study/data")
   out = f"{gcs}/study/sweep"
   first = f"{out}/d16"
   env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -324,7 +324,7 @@ def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, 
   assert log.count("\n### ") == 2 and "run finished" in log  # both attempts' output
   assert rundir.glob(f"{first}/events", "events.out.tfevents.*")
   assert rundir.read_json(f"{out}/sweep.json")["runs"][0]["name"] == "d16"
-  tokens = [d for d, _, files in rundir.walk(f"{gcs}/data/tokens") if "spm.model" in files]
+  tokens = [d for d, _, files in rundir.walk(f"{gcs}/study/data/tokens") if "spm.model" in files]
   assert len(tokens) == 1 and {"train.npy", "validation.npy"} <= set(rundir.listdir(tokens[0]))
 
   assert local_run_files(clean) == []
