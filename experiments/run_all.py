@@ -17,10 +17,8 @@ Usage: python -m experiments.run_all --out runs/ [--only 01,04] [--scale cpu|pod
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
-import json
 import os
 import sys
 import time
@@ -28,9 +26,8 @@ import traceback
 from typing import Any, Sequence, TextIO
 
 from experiments import common
-from scaling_jax import metrics, rundir
+from scaling_jax import errors, metrics, rundir
 from scaling_jax import sweep as sweep_lib
-from scaling_jax.config import ConfigError
 
 EXPERIMENTS_DIR = common.REPO / "experiments"
 RECORD = "run_all.json"
@@ -152,11 +149,8 @@ class _SweepStream(io.TextIOBase):
 
 def read_record(out: str) -> dict[str, Any]:
   """OUT/run_all.json: {"runs": {run dir: wall s}, "analyses": {experiment: wall s}}."""
-  path = os.path.join(out, RECORD)
-  if not os.path.isfile(path):
-    return {"runs": {}, "analyses": {}}
-  with open(path) as f:
-    return json.load(f)
+  record = rundir.read_json(os.path.join(out, RECORD), {"runs": dict, "analyses": dict})
+  return {"runs": {}, "analyses": {}, **(record or {})}
 
 
 def add_to_record(out: str, section: str, times: dict[str, float]) -> dict[str, Any]:
@@ -199,8 +193,9 @@ def run_analysis(name: str, sweep_dir: str, bootstrap: int | None) -> int:
     return 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
+@errors.boundary("experiments.run_all")
+def main(argv: Sequence[str]) -> int:
+  parser = errors.ArgumentParser(
       prog="python -m experiments.run_all",
       description="Train every experiment's sweep into OUT/NN_name, then run its analysis; "
                   "rerun to resume (finished runs are skipped).")
@@ -209,19 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="comma-separated experiments to run, e.g. 01,04 (default: all)")
   parser.add_argument("--scale", default=None, choices=common.SCALES,
                       help=f"sweep scale (default: ${common.SCALE_ENV} or cpu)")
-  parser.add_argument("--bootstrap", type=int, default=None,
+  parser.add_argument("--bootstrap", type=errors.non_negative_int, default=None,
                       help="bootstrap resamples for the analyses' intervals")
-  parser.add_argument("--parallel", type=int, default=1, help="trainings at once")
+  parser.add_argument("--parallel", type=errors.positive_int, default=1,
+                      help="trainings at once")
   parser.add_argument("--skip-analysis", action="store_true", help="train only")
   parser.add_argument("--dry-run", action="store_true",
                       help="print the plan (sweep directories, runs to train) only")
   args = parser.parse_args(argv)
-  try:
-    scale = common.resolve_scale(args.scale)
-    groups = plan(select(args.only), args.out, scale)
-  except (common.ExperimentError, sweep_lib.SweepError, ConfigError) as e:
-    print(f"run_all: error: {e}", file=sys.stderr)
-    return 2
+  groups = plan(select(args.only), args.out, common.resolve_scale(args.scale))
   for g in groups:
     todo, done = sweep_lib.pending(g.runs, g.sweep_dir)
     est = sum(estimated_seconds(r) for r in todo)
@@ -229,22 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(~{sweep_lib._fmt_s(est)} on an idle 2-core CPU), {len(done)} finished")
   if args.dry_run:
     return 0
-  try:
+  with errors.writing(args.out, "--out"):
     os.makedirs(args.out, exist_ok=True)
-  except OSError as e:
-    print(f"run_all: error: cannot create --out {args.out} ({e.strerror or e}); choose a "
-          "writable directory", file=sys.stderr)
-    return 2
   progress = Progress(groups)
   failed: list[str] = []
   for g in groups:
-    try:
-      results = sweep_lib.run_sweep(g.runs, g.sweep_dir, parallel=args.parallel,
-                                    stream=_SweepStream(progress, sys.stderr),
-                                    sweep_dir=str(EXPERIMENTS_DIR / g.experiments[0]))
-    except (sweep_lib.SweepError, ConfigError) as e:  # e.g. an unwritable --out
-      print(f"run_all: error: {e}", file=sys.stderr)
-      return 2
+    results = sweep_lib.run_sweep(g.runs, g.sweep_dir, parallel=args.parallel,
+                                  stream=_SweepStream(progress, sys.stderr),
+                                  sweep_dir=str(EXPERIMENTS_DIR / g.experiments[0]))
     add_to_record(args.out, "runs", {run_key(g, r.name): r.wall_s
                                      for r in results.values() if r.status == "finished"})
     text, code = sweep_lib.summarize(results)

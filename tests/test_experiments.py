@@ -550,3 +550,49 @@ def test_06_shape_on_recorded_cpu_runs(tmp_path):
   assert np.ptp(spread["depth"]) == pytest.approx(0.133, abs=0.01)
   assert np.ptp(spread["ffn"]) == pytest.approx(0.069, abs=0.01)
   assert group["max_increase"] == pytest.approx(0.134, abs=0.01)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def _one_error_line(capsys, command: str) -> str:
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and err.startswith(f"scaling-jax {command}: error: "), err
+  return err
+
+
+@pytest.mark.parametrize("name", ["03_l_of_n_d", "08_architectures", "09_lr_schedule"])
+def test_analysis_bad_input_is_one_line_and_exit_2(name, tmp_path, capsys):
+  """A sweep whose one run has a damaged config.json (skipped, so nothing to analyse), a bad
+  --bootstrap and an --out below a file: one stderr line each, exit code 2."""
+  run = tmp_path / "sweep" / "B16"
+  run.mkdir(parents=True)
+  (run / "config.json").write_text('{"config": {"model"')
+  main = _analysis(name).main
+  assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 2
+  assert "no run directories" in _one_error_line(capsys, f"experiment {name}")
+  assert main([str(tmp_path / "sweep"), "--bootstrap", "many"]) == 2
+  assert "--bootstrap" in _one_error_line(capsys, f"experiment {name}")
+  (tmp_path / "file").write_text("")
+  assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "file" / "out")]) == 2
+  assert "--out" in _one_error_line(capsys, f"experiment {name}")
+
+
+def test_run_all_and_recorded_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+  b8 = tmp_path / "04_critical_batch" / "B8"
+  b8.mkdir(parents=True)
+  (b8 / "status.json").write_text("finished")  # not a JSON object
+  assert run_all.main(["--out", str(tmp_path), "--only", "4", "--dry-run"]) == 2
+  assert "B8/status.json" in _one_error_line(capsys, "experiments.run_all")
+  (tmp_path / "run_all.json").write_text('{"runs": []}')  # a damaged time record
+  with pytest.raises(rundir.DamagedRunFile, match="run_all.json"):
+    run_all.read_record(str(tmp_path))
+  assert run_all.main(["--out", str(tmp_path), "--bootstrap", "-1"]) == 2
+  assert "--bootstrap" in _one_error_line(capsys, "experiments.run_all")
+  assert recorded.main([str(tmp_path / "missing"), str(tmp_path / "x.json")]) == 2
+  assert "not a directory" in _one_error_line(capsys, "experiments.recorded")
+  (b8 / "config.json").write_text('{"config": {"model"')  # cut short
+  assert recorded.main([str(tmp_path / "04_critical_batch"), str(tmp_path / "x.json")]) == 2
+  assert "B8/config.json" in _one_error_line(capsys, "experiments.recorded")
+  with pytest.raises(common.ExperimentError, match="does not exist"):
+    recorded.materialize(str(tmp_path / "none.json"), str(tmp_path / "m"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+from typing import Mapping
 
 _ROOT = str(pathlib.Path(__file__).resolve().parents[2])  # the repo root, for `experiments`
 if _ROOT not in sys.path:
@@ -33,7 +34,11 @@ def position_gap(loss_a: np.ndarray, loss_b: np.ndarray, early: float = 0.1) -> 
   return float(np.mean(loss_a[:k] - loss_b[:k])), float(np.mean(loss_a[t // 2:] - loss_b[t // 2:]))
 
 
-def analyze(run_dirs, out: str, bootstrap: int = 0, positions: bool = True) -> dict:
+def analyze(run_dirs, out: str, bootstrap: int = 0,
+            positions: bool | Mapping[str, np.ndarray] = True) -> dict:
+  """`positions`: evaluate each run's final checkpoint by context position (True), skip it
+  (False), or use these losses by position {run name: [n_ctx]} (recorded runs, which keep
+  no checkpoints: `experiments.recorded --positions`)."""
   runs = [r for r in common.load_runs(run_dirs) if r.arch in ARCHS]
   by_arch = common.group_by(runs, lambda r: r.arch)
   rows, per_arch = [], {}
@@ -67,7 +72,9 @@ def analyze(run_dirs, out: str, bootstrap: int = 0, positions: bool = True) -> d
           rows.append((f"{arch}/transformer loss, {label}", float(np.median(ratio)), None,
                        "paper: universal <1 per param, >1 per FLOP; lstm >1"))
   pos: dict[str, np.ndarray] = {}
-  if positions:
+  if isinstance(positions, Mapping):
+    pos = {r.name: np.asarray(positions[r.name], float) for r in runs if r.name in positions}
+  elif positions:
     for r in runs:
       try:
         pos[r.name] = common.loss_by_position(r.path)
