@@ -17,10 +17,12 @@ import json
 import math
 import os
 import pathlib
+import sys
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from scaling_jax import errors
 from scaling_jax import metric_keys
 from scaling_jax import rundir
 from scaling_jax.scaling import laws
@@ -42,7 +44,7 @@ CPU_SIZES = ((2, 32), (2, 64), (3, 96), (4, 128))  # N = 25k .. 786k, ~32x
 POD_SIZES = ((6, 384), (8, 512), (12, 768), (24, 1024), (24, 1536))  # N = 11M .. 680M
 
 
-class ExperimentError(ValueError):
+class ExperimentError(errors.UserError, ValueError):
   """Runs an analysis cannot use; the message says which runs to add."""
 
 
@@ -218,11 +220,11 @@ POWER_LAW = laws.register(laws.Law(
 
 
 def arg_parser(description: str) -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(description=description)
+  p = errors.ArgumentParser(description=description)
   p.add_argument("runs", nargs="+", help="sweep directories (or run directories) to analyse")
   p.add_argument("--out", default=None,
                  help="where to write the figure and summary.json (default: RUNS[0]/analysis)")
-  p.add_argument("--bootstrap", type=int, default=0,
+  p.add_argument("--bootstrap", type=errors.non_negative_int, default=0,
                  help="bootstrap resamples for fit intervals (e.g. 200; 0 = none)")
   return p
 
@@ -232,26 +234,28 @@ def run_analysis(argv: Sequence[str] | None, doc: str, name: str, analyze,
                  kwargs=lambda args: {"bootstrap": args.bootstrap}) -> int:
   """The main(argv) of an analyze.py: parses RUNS [--out] [--bootstrap] plus `options`
   ({flag: add_argument keywords}), makes the output folder, calls
-  analyze(args.runs, out, **kwargs(args)) and returns 0, or 2 with a one-line error for
-  runs the analysis cannot use."""
-  import sys
-  from scaling_jax.scaling.batch import BatchSweepError
-  parser = arg_parser(doc.splitlines()[0])
-  for flag, kw in (options or {}).items():
-    parser.add_argument(flag, **kw)
-  args = parser.parse_args(argv)
-  out = out_dir(args, name)
-  try:
-    analyze(args.runs, out, **kwargs(args))
-  except (ExperimentError, laws.FitError, BatchSweepError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  analyze(args.runs, out, **kwargs(args)) and returns 0. It runs inside the commands' error
+  boundary (`errors.run_command`): runs the analysis cannot use, a damaged run file, a bad
+  argument or an unwritable --out are one line on stderr and exit code 2."""
+
+  def main(args_list: list[str]) -> int:
+    parser = arg_parser(doc.splitlines()[0])
+    for flag, kw in (options or {}).items():
+      parser.add_argument(flag, **kw)
+    args = parser.parse_args(args_list)
+    out = out_dir(args, name)
+    with errors.writing(out, "--out"):
+      analyze(args.runs, out, **kwargs(args))
+    return 0
+
+  return errors.run_command(f"experiment {name}", main,
+                            sys.argv[1:] if argv is None else argv)
 
 
 def out_dir(args: argparse.Namespace, name: str) -> str:
   out = args.out or os.path.join(args.runs[0], "analysis", name)
-  os.makedirs(out, exist_ok=True)
+  with errors.writing(out, "--out"):
+    os.makedirs(out, exist_ok=True)
   return out
 
 

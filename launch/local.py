@@ -10,7 +10,6 @@ status is the failing one's. Good for testing multi-host code paths on one box.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import signal
@@ -20,6 +19,11 @@ import sys
 import threading
 import time
 from typing import Sequence
+
+if __package__ in (None, ""):  # run as a script: make `scaling_jax` importable from a checkout
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scaling_jax import errors  # noqa: E402
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
@@ -131,17 +135,15 @@ def run(command: Sequence[str], n: int, port: int = 0, cpu_devices: int | None =
   return rc
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
+@errors.boundary("launch/local.py")
+def main(argv: list[str]) -> int:
   if "--" not in argv:
-    print("usage: launch/local.py [-n N] [--port P] [--cpu-devices K | --gpus-per-process K] "
-          "[--dry-run] -- COMMAND...",
-          file=sys.stderr)
-    return 2
+    raise errors.UsageError("usage: launch/local.py [-n N] [--port P] [--cpu-devices K | "
+                            "--gpus-per-process K] [--dry-run] -- COMMAND...")
   split = argv.index("--")
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("-n", "--num-processes", type=int, default=2)
-  parser.add_argument("--port", type=int, default=0, help="coordinator port; 0 = a free one")
+  parser = errors.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("-n", "--num-processes", type=errors.positive_int, default=2)
+  parser.add_argument("--port", type=errors.non_negative_int, default=0, help="coordinator port; 0 = a free one")
   parser.add_argument("--cpu-devices", type=int, default=None,
                       help="simulated CPU devices per process (sets XLA_FLAGS, JAX_PLATFORMS=cpu)")
   parser.add_argument("--gpus-per-process", type=int, default=None,
@@ -152,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
   command = argv[split + 1:]
   if not command:
     parser.error("no command after --")
-  if args.num_processes < 1:
-    parser.error("-n must be >= 1")
   port = args.port or free_port()
   if args.dry_run:
     envs = [process_env(i, args.num_processes, port, args.cpu_devices,

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: make `launch` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from launch import common  # noqa: E402
+from scaling_jax import errors  # noqa: E402
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slurm.sbatch")
 
@@ -62,9 +63,9 @@ def submit(script: str, path: str, dry_run: bool, out=None) -> int:
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--nodes", type=int, default=1)
-  parser.add_argument("--gpus-per-node", type=int, default=8)
-  parser.add_argument("--cpus-per-task", type=int, default=8)
+  parser.add_argument("--nodes", type=errors.positive_int, default=1)
+  parser.add_argument("--gpus-per-node", type=errors.positive_int, default=8)
+  parser.add_argument("--cpus-per-task", type=errors.positive_int, default=8)
   parser.add_argument("--time", default="04:00:00", help="SLURM time limit, HH:MM:SS")
   parser.add_argument("--partition", default=None)
   parser.add_argument("--account", default=None)
@@ -86,10 +87,10 @@ def cluster_kwargs(args: argparse.Namespace) -> dict:
               setup=args.setup, sbatch_extra=args.sbatch)
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
+@errors.boundary("launch/slurm.py")
+def main(argv: list[str]) -> int:
   split = argv.index("--") if "--" in argv else len(argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = errors.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", required=True, help="configs/X.py")
   parser.add_argument("--workdir", required=True, help="the run directory")
   parser.add_argument("--job-name", default=None, help="default: the workdir's basename")

@@ -21,7 +21,6 @@ fetches the code from --bucket, trains and syncs the run dir back to --bucket/ru
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
@@ -33,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make `launch` and `scaling_jax
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from launch import common, slurm  # noqa: E402
-from scaling_jax import rundir, transfer  # noqa: E402
+from scaling_jax import errors, rundir, transfer  # noqa: E402
 # Sweep files are read exactly as `scaling-jax sweep` reads them.
 from scaling_jax.sweep import SweepError, absolute, load_sweep, normalize_runs  # noqa: E402,F401
 from scaling_jax.sweep import pending as _pending  # noqa: E402
@@ -227,16 +226,16 @@ def collect(sources: list[str], dest: str | None, mode: str = "list",
 
 # ---------------------------------------------------------------------------- CLI
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@errors.boundary("launch/sweep_fanout.py")
+def main(argv: list[str]) -> int:
+  parser = errors.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="cmd", required=True)
   s = sub.add_parser("submit", help="one job per run of a sweep file")
   s.add_argument("sweep", help="python file with get_sweep()")
   s.add_argument("--out", required=True, help="sweep dir; run NAME trains into OUT/NAME")
   s.add_argument("--backend", choices=("slurm", "tpu", "local"), required=True)
   s.add_argument("--rerun-finished", action="store_true", help="also runs already finished")
-  s.add_argument("--max-parallel", type=int, default=None, help="slurm: array tasks at once")
+  s.add_argument("--max-parallel", type=errors.positive_int, default=None, help="slurm: array tasks at once")
   s.add_argument("--job-name", default="sweep")
   slurm.add_cluster_flags(s)  # --nodes --gpus-per-node --time --partition ... --dry-run
   s.add_argument("--project", default=None)
@@ -255,39 +254,35 @@ def main(argv: list[str] | None = None) -> int:
   c.add_argument("--with-checkpoints", action="store_true")
   args = parser.parse_args(argv)
 
-  try:
-    if args.cmd == "collect":
-      runs = collect(args.sources, args.dest, args.mode, args.with_checkpoints)
-      print(f"# {len(runs)} finished runs", file=sys.stderr)
-      return 0
-    runs = load_sweep(args.sweep)
-    out_dir = absolute(args.out)  # a gs:// OUT stays a URL
-    todo, done = pending(runs, out_dir, not args.rerun_finished)
-    if done:
-      print(f"# skipping {len(done)} finished runs: {', '.join(done)}")
-    if not todo:
-      print("# nothing to submit: every run is finished")
-      return 0
-    if args.backend == "slurm":
-      files, cmds = slurm_array(todo, out_dir, max_parallel=args.max_parallel,
-                                job_name=args.job_name, **slurm.cluster_kwargs(args))
-      return execute(files, cmds, args.dry_run)
-    if args.backend == "tpu":
-      missing = [f"--{k}" for k in ("project", "zone", "bucket") if not getattr(args, k)]
-      if missing:
-        parser.error(f"--backend tpu needs {' '.join(missing)}")
-      files, cmds = tpu_queued(todo, project=args.project, zone=args.zone,
-                               accelerator_type=args.accelerator_type,
-                               runtime_version=args.runtime_version, bucket=args.bucket,
-                               prefix=args.prefix, spot=args.spot,
-                               work_dir=os.path.join(out_dir, "tpu"),
-                               gcs_workdir=args.gcs_workdir)
-      return execute(files, cmds, args.dry_run)
-    cmds = [run_command(r, out_dir) for r in todo]
-    return execute({}, cmds, args.dry_run, stop_on_error=False)
-  except SweepError as e:
-    print(f"sweep_fanout: {e}", file=sys.stderr)
-    return 2
+  if args.cmd == "collect":
+    runs = collect(args.sources, args.dest, args.mode, args.with_checkpoints)
+    print(f"# {len(runs)} finished runs", file=sys.stderr)
+    return 0
+  runs = load_sweep(args.sweep)
+  out_dir = absolute(args.out)  # a gs:// OUT stays a URL
+  todo, done = pending(runs, out_dir, not args.rerun_finished)
+  if done:
+    print(f"# skipping {len(done)} finished runs: {', '.join(done)}")
+  if not todo:
+    print("# nothing to submit: every run is finished")
+    return 0
+  if args.backend == "slurm":
+    files, cmds = slurm_array(todo, out_dir, max_parallel=args.max_parallel,
+                              job_name=args.job_name, **slurm.cluster_kwargs(args))
+    return execute(files, cmds, args.dry_run)
+  if args.backend == "tpu":
+    missing = [f"--{k}" for k in ("project", "zone", "bucket") if not getattr(args, k)]
+    if missing:
+      parser.error(f"--backend tpu needs {' '.join(missing)}")
+    files, cmds = tpu_queued(todo, project=args.project, zone=args.zone,
+                             accelerator_type=args.accelerator_type,
+                             runtime_version=args.runtime_version, bucket=args.bucket,
+                             prefix=args.prefix, spot=args.spot,
+                             work_dir=os.path.join(out_dir, "tpu"),
+                             gcs_workdir=args.gcs_workdir)
+    return execute(files, cmds, args.dry_run)
+  cmds = [run_command(r, out_dir) for r in todo]
+  return execute({}, cmds, args.dry_run, stop_on_error=False)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ to the terminal and to LOG_DIR/<tpu>-<time>.log. --delete removes the VM at the 
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import shlex
@@ -25,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `launch` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from launch import common  # noqa: E402
+from scaling_jax import errors  # noqa: E402
 
 REMOTE_DIR = "~/scaling-jax"
 REMOTE_ARCHIVE = "~/scaling-jax.tar.gz"
@@ -94,14 +94,13 @@ def run_logged(cmds: list[list[str]], log_path: str, out=None) -> int:
   return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
+@errors.boundary("launch/tpu_vm.py")
+def main(argv: list[str]) -> int:
   if "--" not in argv:
-    print("usage: launch/tpu_vm.py --tpu NAME --zone Z --project P [...] -- COMMAND...",
-          file=sys.stderr)
-    return 2
+    raise errors.UsageError("usage: launch/tpu_vm.py --tpu NAME --zone Z --project P [...] -- "
+                            "COMMAND...")
   split = argv.index("--")
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = errors.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tpu", required=True, help="TPU VM name")
   parser.add_argument("--zone", required=True)
   parser.add_argument("--project", required=True)

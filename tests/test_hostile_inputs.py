@@ -5,7 +5,8 @@ calls) and asserts: exit code 2, exactly one non-empty line on stderr (file desc
 a library's warning would count), that line naming the command and what was wrong, and
 every file of a shared world of existing runs, studies, sweeps and tables unchanged byte for
 byte. Bad input is rejected before anything is built or compiled, so each case is cheap.
-A few cases go through a real `python -m scaling_jax.cli` subprocess.
+A few cases go through a real `python -m scaling_jax.cli` subprocess; the launchers and the
+experiments' analyses run inside the same boundary and are checked the same way.
 """
 
 import hashlib
@@ -17,6 +18,8 @@ import sys
 
 import pytest
 
+from experiments import common as experiments_common
+from launch import local, slurm, sweep_fanout, tpu_vm
 from scaling_jax import cli, metrics as metrics_lib, rundir
 from tests.helpers import write_token_array
 from tests.test_runs import make_run
@@ -382,3 +385,48 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capfd):
   monkeypatch.setattr(sweep, "load_sweep", broken)
   with pytest.raises(KeyError, match="an internal bug"):
     cli.main(["sweep", "s.py", "--out", "o"])
+
+
+def _analysis(name):
+  return experiments_common.load_module(REPO / "experiments" / name / "analyze.py").main
+
+
+# (entry point, its name in the error line, argv from (world, tmp_path), fragment)
+OTHER_ENTRY_POINTS = {
+    "local_no_command": (local.main, "launch/local.py", lambda w, t: ["-n", "2"], "-- COMMAND"),
+    "local_processes_0": (local.main, "launch/local.py",
+                          lambda w, t: ["-n", "0", "--dry-run", "--", "echo"], "-n"),
+    "slurm_nodes_0": (slurm.main, "launch/slurm.py",
+                      lambda w, t: ["--config", TINY, "--workdir", str(t / "r"), "--nodes", "0",
+                                    "--dry-run"], "--nodes"),
+    "tpu_vm_bad_env": (tpu_vm.main, "launch/tpu_vm.py",
+                       lambda w, t: ["--tpu", "x", "--zone", "z", "--project", "p", "--env",
+                                     "NOVALUE", "--dry-run", "--", "echo"], "NAME=VALUE"),
+    "fanout_collect_damaged_status": (sweep_fanout.main, "launch/sweep_fanout.py",
+                                      lambda w, t: ["collect", w["sweep_damaged"], "--mode",
+                                                    "list"], "status.json is damaged"),
+    "fanout_max_parallel_0": (sweep_fanout.main, "launch/sweep_fanout.py",
+                              lambda w, t: ["submit", w["sweep_ok"], "--out", str(t / "o"),
+                                            "--backend", "slurm", "--max-parallel", "0",
+                                            "--dry-run"], "--max-parallel"),
+    "experiment_only_a_damaged_run": (_analysis("01_l_of_n"), "experiment 01_l_of_n",
+                                      lambda w, t: [w["run_list"], "--out", str(t / "a")],
+                                      "no run directories"),  # the damaged run is skipped
+    "experiment_bootstrap_negative": (_analysis("01_l_of_n"), "experiment 01_l_of_n",
+                                      lambda w, t: [w["study"], "--bootstrap", "-1"],
+                                      "--bootstrap"),
+    "experiment_out_under_a_file": (_analysis("04_critical_batch"), "experiment 04_critical_batch",
+                                    lambda w, t: [w["study"], "--out", w["a_file"] + "/a"],
+                                    "--out"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OTHER_ENTRY_POINTS))
+def test_launchers_and_analyses_fail_in_one_line(case, world, tmp_path, capfd):
+  main, name, make_argv, fragment = OTHER_ENTRY_POINTS[case]
+  before = tree_digest(world["root"])
+  rc = main(make_argv(world, tmp_path))
+  err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+  assert rc == 2 and len(err) == 1, (rc, err)
+  assert err[0].startswith(f"scaling-jax {name}: error: ") and fragment in err[0], err[0]
+  assert tree_digest(world["root"]) == before

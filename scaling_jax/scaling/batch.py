@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from scaling_jax import errors
 from scaling_jax import metric_keys as keys
 from scaling_jax import metrics as metrics_lib
 from scaling_jax import rundir
@@ -30,7 +31,7 @@ MIN_BATCH_SIZES = 3  # distinct batch sizes a level needs: S_min, E_min and one 
 MIN_LEVELS = 3  # levels the B_crit(L) power law needs: B_*, α_B and one dof
 
 
-class BatchSweepError(ValueError):
+class BatchSweepError(errors.UserError, ValueError):
   """Input a batch-size analysis cannot use; the message says what to change."""
 
 
