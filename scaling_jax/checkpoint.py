@@ -24,7 +24,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from scaling_jax import rundir
+from scaling_jax import errors, rundir
 
 log = logging.getLogger(__name__)
 
@@ -176,23 +176,41 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_from_run(run_dir: str, step: int, abstract_state) -> tuple[Any, dict, int]:
-  """(state, extra, step) of another run's checkpoint `step` (-1: its newest), opened read-only
-  (that run is never changed): where a branch starts. CheckpointError names the steps there
-  are when `step` is not one of them or cannot be read."""
+class BranchError(errors.UserError, ValueError):
+  """A branch's `train.init_from` / `train.init_step` names no checkpoint there is."""
+
+
+def branch_step(run_dir: str, step: int) -> int:
+  """The checkpoint step of run `run_dir` that a branch starts from: `step`, or the newest for
+  -1. BranchError, naming the steps there are, when there is no such checkpoint; cheap (a
+  directory listing), so preflight asks before anything is built or compiled."""
   directory = rundir.path(run_dir) / rundir.CHECKPOINT_DIR
   if not rundir.is_dir(str(directory)):
-    raise CheckpointError(f"train.init_from={run_dir}: no {rundir.CHECKPOINT_DIR}/ there; train "
-                          "that run first (its checkpoints are where this run starts)")
+    raise BranchError(f"train.init_from={run_dir}: no {rundir.CHECKPOINT_DIR}/ there; train "
+                      "that run first (its checkpoints are where this run starts)")
   manager = ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(
       read_only=True, create=False))
   try:
     steps = sorted(manager.all_steps())
-    if step == -1 and steps:
-      step = steps[-1]
-    if step not in steps:
-      raise CheckpointError(f"train.init_from={run_dir} has no checkpoint at step {step} (it has "
-                            f"{steps}); set train.init_step to one of them")
+  finally:
+    manager.close()
+  if step == -1 and steps:
+    step = steps[-1]
+  if step not in steps:
+    raise BranchError(f"train.init_from={run_dir} has no checkpoint at step {step} (it has "
+                      f"{steps}); set train.init_step to one of them")
+  return step
+
+
+def restore_from_run(run_dir: str, step: int, abstract_state) -> tuple[Any, dict, int]:
+  """(state, extra, step) of another run's checkpoint `step` (-1: its newest), opened read-only
+  (that run is never changed): where a branch starts. BranchError (`branch_step`) when there
+  is no such checkpoint, CheckpointError when it cannot be read."""
+  step = branch_step(run_dir, step)
+  directory = rundir.path(run_dir) / rundir.CHECKPOINT_DIR
+  manager = ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(
+      read_only=True, create=False))
+  try:
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))

@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 
-from scaling_jax import accounting, rundir
+from scaling_jax import accounting, checkpoint, rundir
 from scaling_jax.config import ConfigError
 
 # Optimizer state per parameter, in units of one parameter: AdamW keeps two moments of the
@@ -167,6 +167,8 @@ def check_versions(workdir: str) -> list[str]:
 def check(config, workdir: str, *, verbose: bool = True) -> Report:
   """All the checks, in order; the warnings go to stderr when `verbose`."""
   check_writable(workdir)
+  if config.train.init_from:  # a branch: the checkpoint it starts from exists
+    checkpoint.branch_step(config.train.init_from, int(config.train.init_step))
   warnings = check_versions(workdir)
   report = dataclasses.replace(check_disk(config, workdir), warnings=tuple(warnings))
   if verbose:

@@ -66,8 +66,9 @@ def test_a_branch_at_another_batch_stops_at_its_target_loss(base_run, array_path
 
 def test_a_branch_from_a_missing_step_says_which_steps_exist(base_run, array_path, tmp_path):
   c = _constant(tiny_config(array_path, init_from=base_run, init_step=7))
-  with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint at step 7 .*\[10, 20\]"):
-    train.train_and_evaluate(c, str(tmp_path))
+  with pytest.raises(checkpoint.BranchError, match=r"no checkpoint at step 7 .*\[10, 20\]"):
+    train.train_and_evaluate(c, str(tmp_path))  # refused in preflight, before any compile
+  assert os.listdir(tmp_path) == []
   c = _constant(tiny_config(array_path, init_from=base_run, init_step=10))
   c.seed = 3  # another shuffle of the data: the base's position means nothing here
   with pytest.raises(ConfigError, match="other data"):
