@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
-import json
 import math
 import os
 import pathlib
@@ -26,6 +25,7 @@ from scaling_jax import errors
 from scaling_jax import metric_keys
 from scaling_jax import rundir
 from scaling_jax.scaling import laws
+from scaling_jax.scaling import reference
 from scaling_jax.scaling import runs as runs_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -156,18 +156,9 @@ def as_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def reference() -> dict[str, Any]:
-  """scaling_jax/scaling/reference/kaplan2020.json."""
-  with open(REPO / "scaling_jax" / "scaling" / "reference" / "kaplan2020.json") as f:
-    return json.load(f)
-
-
 def paper(dotted: str) -> float:
   """A constant of the paper, e.g. paper("L_N_S.fit_table3.alpha_N")."""
-  node = reference()
-  for part in dotted.split("."):
-    node = node[part]
-  return float(node["value"] if isinstance(node, dict) else node)
+  return reference.kaplan_value(dotted)
 
 
 def comparison(title: str, rows: Sequence[tuple[str, Any, Any, str]]) -> str:

@@ -26,21 +26,16 @@ import numpy as np
 from scaling_jax import errors, preflight, rundir
 from scaling_jax.scaling import bcrit as bcrit_lib
 from scaling_jax.scaling import isoflop
+from scaling_jax.scaling import reference
 from scaling_jax.scaling import study as study_lib
 from scaling_jax.scaling.laws import FitError
 
-REFERENCE = os.path.join(os.path.dirname(__file__), "scaling", "reference", "kaplan2020.json")
 REPORT_DIR = "report"
-
-
-def _load_reference() -> dict[str, Any]:
-  with open(REFERENCE) as f:
-    return json.load(f)
 
 
 def paper_values() -> dict[str, float]:
   """Kaplan et al.'s constants for the report's comparison table (kaplan2020.json)."""
-  ref = _load_reference()
+  ref = reference.kaplan()
   lns, bc, fr = ref["L_N_S"], ref["critical_batch_size"], ref["compute_efficient_frontier"]
   ln = ref["single_variable_laws"]["L_N"]
   return {

@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from scaling_jax.scaling import frontier, isoflop
+from scaling_jax.scaling import frontier, isoflop, reference
 from scaling_jax.scaling.laws import FitError
 
 HOFFMANN = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Eq. 10
@@ -126,7 +126,7 @@ def test_vpnls_flags_a_surface_the_runs_do_not_determine():
   assert any("alpha" in w and "edge" in w for w in res.warnings)
 
 
-def kaplan_runs(b_crit=frontier.KAPLAN_B_CRIT, batch=2.0 ** 19):
+def kaplan_runs(b_crit=reference.KAPLAN_B_CRIT, batch=2.0 ** 19):
   """Learning curves from Kaplan's L(N, S_min) at batch B: S = S_min (1 + B_crit(L)/B)."""
   rows = []
   for n in np.geomspace(1e6, 1e9, 7):
@@ -141,7 +141,7 @@ def kaplan_runs(b_crit=frontier.KAPLAN_B_CRIT, batch=2.0 ** 19):
 
 
 def test_kaplan_frontier_recovers_the_closed_form_exponent():
-  true_a = frontier.closed_form(KAPLAN, frontier.KAPLAN_B_CRIT)["p_N"]  # 0.69
+  true_a = frontier.closed_form(KAPLAN, reference.KAPLAN_B_CRIT)["p_N"]  # 0.69
   res = isoflop.kaplan(kaplan_runs())
   assert res.params["alpha_N"] == pytest.approx(KAPLAN["alpha_N"], rel=0.05)
   assert res.a == pytest.approx(true_a, abs=0.02)

@@ -46,11 +46,11 @@ import numpy as np
 
 from scaling_jax import metric_keys as keys
 from scaling_jax.scaling import batch as batch_lib
-from scaling_jax.scaling import frontier as frontier_lib
+from scaling_jax.scaling import reference
 from scaling_jax.scaling import runs as runs_lib
 from scaling_jax.scaling.laws import FitError, c_min, s_min
 
-KAPLAN = frontier_lib.KAPLAN_B_CRIT  # Eq. 5.3: B_* = 2e8 tokens, alpha_B = 0.21
+KAPLAN = reference.KAPLAN_B_CRIT  # Eq. 5.3: B_* = 2e8 tokens, alpha_B = 0.21
 GNS_MIN_LR_FRACTION = 0.1  # keep GNS readings taken at >= this fraction of the peak LR
 SPECS = ("gns", "sweep", "kaplan", "none")
 Spec = str | float | int | Callable[[np.ndarray], np.ndarray] | None  # or a BCritLaw

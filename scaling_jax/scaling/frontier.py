@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from scaling_jax.scaling.laws import FitError, get_law
+from scaling_jax.scaling.reference import KAPLAN_B_CRIT
 
 PF_DAY = 8.64e19  # FLOPs in a petaflop/s-day
-KAPLAN_B_CRIT = {"B_star": 2e8, "alpha_B": 0.21}  # Eq. 5.3, tokens
 
 
 def alpha_c_min(alpha_n: float, alpha_s: float, alpha_b: float) -> float:

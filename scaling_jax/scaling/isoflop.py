@@ -50,7 +50,6 @@ import csv
 import dataclasses
 import json
 import math
-import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
@@ -60,6 +59,7 @@ from scipy import optimize
 from scaling_jax import accounting
 from scaling_jax.scaling import fit as fit_lib
 from scaling_jax.scaling import frontier
+from scaling_jax.scaling import reference
 from scaling_jax.scaling import runs as runs_lib
 from scaling_jax.scaling.laws import FitError
 
@@ -494,7 +494,7 @@ def _b_crit_of(b_crit: Any) -> Callable[[np.ndarray], np.ndarray]:
   return lambda loss: q["B_star"] * np.asarray(loss, float) ** (-1.0 / q["alpha_B"])
 
 
-def learning_points(data: IsoflopRuns, b_crit: Any = frontier.KAPLAN_B_CRIT,
+def learning_points(data: IsoflopRuns, b_crit: Any = reference.KAPLAN_B_CRIT,
                     weights: Any = None, skip: float = 0.2) -> dict[str, np.ndarray]:
   """Kaplan's table from the curves: N, S = tokens/batch, S_min = S/(1 + B_crit(L)/B), L,
   per-point weight (its run's); points before `skip` of a run's tokens (warmup) left out."""
@@ -515,7 +515,7 @@ def learning_points(data: IsoflopRuns, b_crit: Any = frontier.KAPLAN_B_CRIT,
   return {k: np.asarray(v, float) for k, v in cols.items()}
 
 
-def kaplan(data: IsoflopRuns, weights: Any = None, b_crit: Any = frontier.KAPLAN_B_CRIT,
+def kaplan(data: IsoflopRuns, weights: Any = None, b_crit: Any = reference.KAPLAN_B_CRIT,
            start: Mapping[str, float] | None = None) -> Allocation:
   """Kaplan's frontier: L(N, S_min) fitted to the curves, then N_opt(C_min) with B_crit."""
   tab = learning_points(data, b_crit, weights)
@@ -658,7 +658,7 @@ class IsoflopAnalysis:
 
 
 def analyze(data: IsoflopRuns, n_boot: int = 200, seed: int = 0,
-            b_crit: Any = frontier.KAPLAN_B_CRIT, window: int = 2,
+            b_crit: Any = reference.KAPLAN_B_CRIT, window: int = 2,
             methods: Sequence[str] = METHODS, compute_ref: float | None = None
             ) -> IsoflopAnalysis:
   """Fits every method in `methods` (with `n_boot` run resamples each) and compares them.
@@ -759,7 +759,7 @@ def detect_convention(runs: Sequence[runs_lib.Run], min_sizes: int = 3
 
 
 def analyze_sweep(runs: Sequence[runs_lib.Run], n_boot: int = 200, seed: int = 0,
-                  b_crit: Any = frontier.KAPLAN_B_CRIT) -> IsoflopSweep | None:
+                  b_crit: Any = reference.KAPLAN_B_CRIT) -> IsoflopSweep | None:
   """`analyze` on the runs if they form an IsoFLOP sweep (`detect_convention`), else None."""
   found = detect_convention(runs)
   if found is None:
@@ -771,7 +771,6 @@ def analyze_sweep(runs: Sequence[runs_lib.Run], n_boot: int = 200, seed: int = 0
 # ------------------------------------------------------------------------------ reference
 
 
-REFERENCE = pathlib.Path(__file__).resolve().parent / "reference"
 PORIAN_KAPLAN = "Reproducing Kaplan et al."  # Porian et al.'s first and last configurations
 PORIAN_CORRECTED = "Optimizer tuning (no decay)"
 
@@ -779,7 +778,7 @@ PORIAN_CORRECTED = "Optimizer tuning (no decay)"
 def porian_runs(label: str, dataset: str = "rw") -> IsoflopRuns:
   """Porian et al.'s (2024) isoFLOP points of one configuration as IsoflopRuns (final losses
   only: N under its FLOP convention, D tokens, the budget), from reference/."""
-  with open(REFERENCE / "porian2024_isoflop_points.csv", newline="") as f:
+  with open(reference.DIR / "porian2024_isoflop_points.csv", newline="") as f:
     rows = [r for r in csv.DictReader(f) if r["label"] == label and r["dataset"] == dataset]
   if not rows:
     raise FitError(f"no Porian et al. points for label={label!r}, dataset={dataset!r}; see "
@@ -791,7 +790,7 @@ def porian_runs(label: str, dataset: str = "rw") -> IsoflopRuns:
 
 def porian_published(label: str, dataset: str = "rw") -> dict[str, Any]:
   """Porian et al.'s published N_opt = n_coef C^a (bs_median_weighted) and a's 95% interval."""
-  with open(REFERENCE / "porian2024_fits.json") as f:
+  with open(reference.DIR / "porian2024_fits.json") as f:
     configs = json.load(f)["configs"]
   for c in configs:
     if c["label"] == label and c["dataset"] == dataset:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scaling_jax.errors import UserError
+from scaling_jax.scaling.reference import KAPLAN_B_CRIT
 
 Array = jnp.ndarray
 
@@ -147,6 +148,7 @@ def c_min(compute, batch_tokens, b_crit_tokens):
   return c / (1.0 + b / bc)
 
 
-def b_crit_kaplan(loss, b_star=2e8, alpha_b=0.21):
-  """Kaplan's B_crit(L) = B_* / L^(1/alpha_B) in tokens (Eq. 5.3), loss in nats."""
+def b_crit_kaplan(loss, b_star=KAPLAN_B_CRIT["B_star"], alpha_b=KAPLAN_B_CRIT["alpha_B"]):
+  """Kaplan's B_crit(L) = B_* / L^(1/alpha_B) in tokens (Eq. 5.3), loss in nats; the paper's
+  B_* = 2e8 and alpha_B = 0.21 unless given."""
   return b_star / np.asarray(loss, float) ** (1.0 / alpha_b)
