@@ -22,7 +22,7 @@ if _ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from experiments import common  # noqa: E402
-from scaling_jax.scaling import bcrit, frontier as frontier_lib  # noqa: E402
+from scaling_jax.scaling import bcrit, frontier as frontier_lib, isoflop  # noqa: E402
 from scaling_jax.scaling.laws import FitError  # noqa: E402
 
 NAME = "05_compute_frontier"
@@ -59,13 +59,10 @@ def envelope(runs, n_grid: int = 60) -> dict[str, np.ndarray]:
   lo = min(c[1].min() for c in curves)
   hi = max(c[1].max() for c in curves)
   grid = np.linspace(lo, hi, n_grid)
-  loss_RG = np.full((len(curves), n_grid), np.inf)
-  for i, (_, lc, loss) in enumerate(curves):
-    inside = (grid >= lc.min()) & (grid <= lc.max())
-    loss_RG[i, inside] = np.interp(grid[inside], lc, loss)
-  best = loss_RG.argmin(axis=0)
+  loss_G, best_G = isoflop.lower_envelope([c[1] for c in curves], [c[2] for c in curves], grid)
+  covered = np.isfinite(loss_G)  # a gap between curves that do not overlap
   n_arr = np.array([c[0] for c in curves])
-  return {"C": np.exp(grid), "L": loss_RG.min(axis=0), "N_opt": n_arr[best]}
+  return {"C": np.exp(grid[covered]), "L": loss_G[covered], "N_opt": n_arr[best_G[covered]]}
 
 
 def analyze(run_dirs, out: str, bootstrap: int = 0, b_crit: str = "gns") -> dict:

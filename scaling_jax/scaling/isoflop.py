@@ -240,6 +240,21 @@ def _active(data: IsoflopRuns, weights: Any) -> np.ndarray:
 # ------------------------------------------------------------------------------ approach 1
 
 
+def lower_envelope(log_c_curves: Sequence[np.ndarray], loss_curves: Sequence[np.ndarray],
+                   grid_G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(lowest loss, index of the curve holding it) at each ln C of `grid_G`: each curve
+  (ln C, loss) is interpolated linearly in ln C and used only inside its own range; a curve
+  of fewer than 2 points is left out, and a grid point no curve covers gets loss inf."""
+  loss_RG = np.full((len(loss_curves), grid_G.size), np.inf)
+  for i, (lc, loss) in enumerate(zip(log_c_curves, loss_curves)):
+    lc = np.asarray(lc, float)
+    if lc.size < 2:
+      continue
+    inside = (grid_G >= lc.min()) & (grid_G <= lc.max())
+    loss_RG[i, inside] = np.interp(grid_G[inside], lc, np.asarray(loss, float))
+  return loss_RG.min(axis=0), loss_RG.argmin(axis=0)
+
+
 def envelope(data: IsoflopRuns, weights: Any = None, n_grid: int = 60,
              c_range: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
   """min over runs (weight > 0) of the loss at each C of a log grid (default: smallest to
@@ -250,17 +265,12 @@ def envelope(data: IsoflopRuns, weights: Any = None, n_grid: int = 60,
   w = _active(data, weights)
   lo, hi = c_range or (data.budget[w > 0].min(), data.budget[w > 0].max())
   grid = np.linspace(math.log(lo), math.log(hi), n_grid)
-  loss_RG = np.full((len(data), n_grid), np.inf)
-  for i, (tokens, loss) in enumerate(data.curves):
-    if w[i] <= 0 or len(tokens) < 2:
-      continue
-    lc = np.log(6.0 * data.N[i] * np.asarray(tokens, float))
-    inside = (grid >= lc.min()) & (grid <= lc.max())
-    loss_RG[i, inside] = np.interp(grid[inside], lc, np.asarray(loss, float))
-  best = loss_RG.argmin(axis=0)
-  covered = np.isfinite(loss_RG.min(axis=0))
-  return {"C": np.exp(grid[covered]), "L": loss_RG.min(axis=0)[covered],
-          "N_opt": data.N[best[covered]], "run": best[covered]}
+  log_c = [np.log(6.0 * data.N[i] * np.asarray(tokens, float)) if w[i] > 0 else np.zeros(0)
+           for i, (tokens, _) in enumerate(data.curves)]
+  loss_G, best_G = lower_envelope(log_c, [loss for _, loss in data.curves], grid)
+  covered = np.isfinite(loss_G)
+  return {"C": np.exp(grid[covered]), "L": loss_G[covered],
+          "N_opt": data.N[best_G[covered]], "run": best_G[covered]}
 
 
 def approach1(data: IsoflopRuns, weights: Any = None, n_grid: int = 60) -> Allocation:
