@@ -37,6 +37,7 @@ import sys
 import time
 from typing import Any
 
+from scaling_jax import data as data_lib
 from scaling_jax import errors, preflight
 from scaling_jax import report as report_lib
 from scaling_jax import sweep as sweep_lib
@@ -105,9 +106,8 @@ def demo_runs(scale: str, overrides: dict[str, Any] | None = None,
 
 def build_data(config_file: str, overrides: dict[str, Any], stream=sys.stderr):
   """Builds (or finds cached) the dataset and tokenizer every run shares, once, up front."""
-  from scaling_jax import data as data_lib
   config = sweep_lib.load_run_config(config_file, overrides)
-  where = config.data.data_dir or os.environ.get("SCALING_JAX_DATA") or "~/.cache/scaling_jax"
+  where = data_lib.sources.data_dir(config)
   stream.write(f"[demo] preparing dataset {config.data.name!r} and its tokenizer (vocab "
                f"{config.model.vocab_size}) once for every run, cached in {where}; a first "
                "build takes ~30 s...\n")
