@@ -34,5 +34,5 @@ def get_study():
   s.sweep_max_tokens = 1_600_000  # and of a sweep run that never reaches the lowest target
   s.eval_sequences = 128  # the fixed eval set (identical in every run): this many sequences
   s.eval_every_sequences = 80  # evaluate every this many training sequences (>= 1 step)
-  s.lr_rule = "constant"  # branch/sweep LR vs the base's: constant | sqrt | linear in B
+  s.lr_rule = "constant"  # branch/sweep LR vs the base's: constant | sqrt | linear in B | gns
   return s

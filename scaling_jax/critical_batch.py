@@ -23,11 +23,14 @@ batch B uses eval_sequences/B eval batches), so losses compare across batch size
 
 LR rule (`study.lr_rule`; default "constant"): every branch and sweep run trains at the
 base run's LR (constant after warmup), times 1 ("constant"), (B/B_base)^0.5 ("sqrt") or
-B/B_base ("linear"). The default keeps the optimizer the one the GNS was measured under:
-B_simple is a property of the loss surface and of the noise at that LR (bcrit.py), and a
-rule that raises the LR with B moves larger batches to a different operating point, so the
-three methods would no longer measure the same thing. README "Critical batch size three
-ways" reports what the rule changes.
+B/B_base ("linear"); or, for the branches, "gns": McCandlish et al.'s (2018) optimal SGD
+step at batch B, eps(B) = eps_max / (1 + B_noise/B), with B_noise the base run's measured
+B_simple at the branch point, i.e. the base LR times (1 + B_noise/B_base) / (1 + B_noise/B)
+(the sweep runs, which train from scratch through every level, keep the base LR under it).
+The default keeps the optimizer the one the GNS was measured under: B_simple is a property
+of the loss surface and of the noise at that LR (bcrit.py), and a rule that raises the LR
+with B moves larger batches to a different operating point. README "Critical batch size
+three ways" reports what each rule changes.
 
 Outputs (in ./critical_batch_report when OUT is a gs:// URL): OUT/report/report.json (every number), critical_batch.png (B_crit(L) from the three
 methods with 95% intervals), steps_vs_batch.png (the probes' and the sweep's S(B)) and
@@ -61,6 +64,7 @@ from scaling_jax.scaling.laws import FitError
 
 SCALE_CONFIGS = {"cpu": "critical_batch.py", "pod": "critical_batch_pod.py"}
 LR_RULES = {"constant": 0.0, "sqrt": 0.5, "linear": 1.0}  # LR ∝ (B/B_base)^power
+GNS_LR_RULE = "gns"  # LR(B) ∝ 1/(1 + B_noise/B), B_noise measured at the branch point
 BASE = "base"
 REMOTE_REPORT_DIR = "critical_batch_report"  # where the report goes when --out is a gs:// URL
 
@@ -121,8 +125,9 @@ def check_study(s) -> None:
   if not 0 < s.target_drop < 0.5:
     raise StudyError(f"study.target_drop={s.target_drop} must be in (0, 0.5): the fraction of "
                      "the loss each branch trains off")
-  if s.lr_rule not in LR_RULES:
-    raise StudyError(f"study.lr_rule={s.lr_rule!r} is not one of {tuple(LR_RULES)}")
+  if s.lr_rule not in (*LR_RULES, GNS_LR_RULE):
+    raise StudyError(f"study.lr_rule={s.lr_rule!r} is not one of "
+                     f"{(*LR_RULES, GNS_LR_RULE)}")
   bad = [b for b in (*s.batch_sizes, s.base_batch) if s.eval_sequences % b]
   if bad:
     raise StudyError(f"study.eval_sequences={s.eval_sequences} must be a multiple of every batch "
@@ -141,8 +146,15 @@ def base_eval_every(s) -> int:
   return max(1, s.eval_every_sequences // s.base_batch)
 
 
-def _lr_factor(s, b: int) -> float:
-  return (b / s.base_batch) ** LR_RULES[s.lr_rule]
+def lr_factor(s, b: int, b_noise_seqs: float = math.nan) -> float:
+  """A run at batch b (sequences) trains at the base LR times this: (b/B_base)^power, or for
+  the "gns" rule (1 + B_noise/B_base) / (1 + B_noise/b), B_noise in sequences (1 where it
+  is not known: the sweep runs)."""
+  if s.lr_rule != GNS_LR_RULE:
+    return (b / s.base_batch) ** LR_RULES[s.lr_rule]
+  if not math.isfinite(b_noise_seqs):
+    return 1.0
+  return (1 + b_noise_seqs / s.base_batch) / (1 + b_noise_seqs / b)
 
 
 def _common(s, b: int) -> dict[str, Any]:
@@ -165,12 +177,18 @@ class BranchPoint:
   loss: float  # the base run's eval loss there (L_0)
   target: float  # L_1
   lr: float  # the base run's LR there
+  b_noise: float = math.nan  # the base run's B_simple there (tokens; NaN: not measured)
 
 
 def branch_points(s, base: runs_lib.Run) -> list[BranchPoint]:
   """L_0, L_1 and the LR at each branch step, from the base run's metrics."""
   eval_steps, evals = base.series(keys.EVAL_LOSS)
   lr_steps, lrs = base.series(keys.LR)
+  gns = bcrit.gns_points([base])
+  gns_steps, gns_b = gns.step[gns.kept], gns.b_simple[gns.kept]
+  if s.lr_rule == GNS_LR_RULE and not len(gns_steps):
+    raise StudyError(f"study.lr_rule={GNS_LR_RULE!r} needs the base run's GNS readings and "
+                     f"{base.path} kept none; train the base run longer or pick another rule")
   out = []
   for step in s.branch_steps:
     at = np.nonzero(eval_steps == step)[0]
@@ -179,7 +197,10 @@ def branch_points(s, base: runs_lib.Run) -> list[BranchPoint]:
                        "delete it and rerun (its eval interval must divide the branch steps)")
     loss = float(evals[at[0]])
     lr = float(lrs[np.abs(lr_steps - step).argmin()])
-    out.append(BranchPoint(step, loss, loss * (1 - s.target_drop), lr))
+    # B_simple there: the kept readings interpolated in log (the nearest one outside them)
+    b_noise = (float(np.exp(np.interp(step, gns_steps, np.log(gns_b)))) if len(gns_steps)
+               else math.nan)
+    out.append(BranchPoint(step, loss, loss * (1 - s.target_drop), lr, b_noise))
   return out
 
 
@@ -195,14 +216,14 @@ def study_entries(s, config_file: str, runs_dir: str, points: list[BranchPoint]
       continue  # the base run is the sweep's run at its batch
     entries.append({"name": f"sweep_B{b}", "config": config_file, "overrides": {
         **_common(s, b), "train.num_steps": max(1, s.sweep_max_tokens // (b * n_ctx)),
-        "train.stop_loss": lowest, "optim.lr": base_lr * _lr_factor(s, b)}})
+        "train.stop_loss": lowest, "optim.lr": base_lr * lr_factor(s, b)}})
   for p in points:
     for b in sorted(set(s.batch_sizes)):
       entries.append({"name": f"branch_s{p.step}_B{b}", "config": config_file, "overrides": {
           **_common(s, b), "train.num_steps": max(1, s.branch_max_tokens // (b * n_ctx)),
           "train.stop_loss": p.target, "train.init_from": sweep_lib.run_dir(runs_dir, BASE),
           "train.init_step": p.step, "gns.enabled": True,
-          "optim.lr": p.lr * _lr_factor(s, b), "optim.warmup_steps": 0,
+          "optim.lr": p.lr * lr_factor(s, b, p.b_noise / n_ctx), "optim.warmup_steps": 0,
           "optim.schedule": "constant"}})
   return entries
 
@@ -454,48 +475,44 @@ def main(argv: list[str]) -> int:
                       help="cpu: the 20-minute CPU study (default); pod: the 85M model")
   parser.add_argument("--config", default=None,
                       help="a file with get_config() and get_study() (default: the scale's)")
-  parser.add_argument("--parallel", type=int, default=min(2, os.cpu_count() or 1))
-  parser.add_argument("--bootstrap", type=int, default=1000)
+  parser.add_argument("--parallel", type=errors.positive_int, default=min(2, os.cpu_count() or 1))
+  parser.add_argument("--bootstrap", type=errors.non_negative_int, default=1000)
   parser.add_argument("--dry-run", action="store_true", help="print the base run's command")
   args, rest = parser.parse_known_args(argv)
   t0 = time.monotonic()
-  try:
-    config_file = os.path.abspath(args.config or os.path.join(sweep_lib.CONFIGS_DIR,
-                                                              SCALE_CONFIGS[args.scale]))
-    study_over, config_over = _split_args(rest)
-    s = load_study(config_file, study_over)
-    runs_dir = sweep_lib.absolute(os.path.join(args.out, "runs"))
-    base = base_entry(s, config_file)
-    base["overrides"].update(config_over)
-    sweep_lib.load_run_config(config_file, base["overrides"])  # a bad override fails here
-    if args.dry_run:
-      print(" ".join(sweep_lib.train_command(base, runs_dir)))
-      return 0
-    print(f"[critical-batch] base run ({s.base_steps} steps of {s.base_batch} sequences, GNS) "
-          f"into {runs_dir}", file=sys.stderr)
-    results = sweep_lib.run_sweep([base], runs_dir, progress_every_s=30)
-    text, code = sweep_lib.summarize(results)
-    if code:
-      print(f"[critical-batch] base run: {text}; rerun the same command to "
-            f"{'resume' if code == sweep_lib.EX_TEMPFAIL else 'retry'}", file=sys.stderr)
-      return code
-    points = branch_points(s, runs_lib.read_run(sweep_lib.run_dir(runs_dir, BASE)))
-    entries = study_entries(s, config_file, runs_dir, points)
-    for e in entries:
-      e["overrides"].update(config_over)
-    print(f"[critical-batch] {len(entries)} sweep runs and branches, {args.parallel} at a time",
-          file=sys.stderr)
-    results = sweep_lib.run_sweep(entries, runs_dir, parallel=args.parallel,
-                                  progress_every_s=30)
-    text, code = sweep_lib.summarize(results)
-    print(f"[critical-batch] runs: {text}", file=sys.stderr)
-    if code == sweep_lib.EX_TEMPFAIL:
-      print("[critical-batch] interrupted: rerun the same command to resume", file=sys.stderr)
-      return code
-    report = analyze(s, runs_dir, points, bootstrap=args.bootstrap)
-  except (ConfigError, FitError, sweep_lib.SweepError) as e:
-    print(f"scaling-jax critical-batch: error: {e}", file=sys.stderr)
-    return 2
+  config_file = os.path.abspath(args.config or os.path.join(sweep_lib.CONFIGS_DIR,
+                                                            SCALE_CONFIGS[args.scale]))
+  study_over, config_over = _split_args(rest)
+  s = load_study(config_file, study_over)
+  runs_dir = sweep_lib.absolute(os.path.join(args.out, "runs"))
+  base = base_entry(s, config_file)
+  base["overrides"].update(config_over)
+  sweep_lib.load_run_config(config_file, base["overrides"])  # a bad override fails here
+  if args.dry_run:
+    print(" ".join(sweep_lib.train_command(base, runs_dir)))
+    return 0
+  print(f"[critical-batch] base run ({s.base_steps} steps of {s.base_batch} sequences, GNS) "
+        f"into {runs_dir}", file=sys.stderr)
+  results = sweep_lib.run_sweep([base], runs_dir, progress_every_s=30)
+  text, code = sweep_lib.summarize(results)
+  if code:
+    print(f"[critical-batch] base run: {text}; rerun the same command to "
+          f"{'resume' if code == sweep_lib.EX_TEMPFAIL else 'retry'}", file=sys.stderr)
+    return code
+  points = branch_points(s, runs_lib.read_run(sweep_lib.run_dir(runs_dir, BASE)))
+  entries = study_entries(s, config_file, runs_dir, points)
+  for e in entries:
+    e["overrides"].update(config_over)
+  print(f"[critical-batch] {len(entries)} sweep runs and branches, {args.parallel} at a time",
+        file=sys.stderr)
+  results = sweep_lib.run_sweep(entries, runs_dir, parallel=args.parallel,
+                                progress_every_s=30)
+  text, code = sweep_lib.summarize(results)
+  print(f"[critical-batch] runs: {text}", file=sys.stderr)
+  if code == sweep_lib.EX_TEMPFAIL:
+    print("[critical-batch] interrupted: rerun the same command to resume", file=sys.stderr)
+    return code
+  report = analyze(s, runs_dir, points, bootstrap=args.bootstrap)
   report["wall_s"] = time.monotonic() - t0  # of this invocation (a resume: the rest only)
   report_dir = (REMOTE_REPORT_DIR if rundir.is_remote(args.out)
                 else os.path.join(args.out, "report"))

@@ -1,5 +1,6 @@
 """Branches (train.init_from / init_step / stop_loss) and the critical-batch study command."""
 
+import dataclasses
 import json
 import os
 
@@ -119,6 +120,31 @@ def test_study_lr_rules_scale_with_the_batch():
   lr = {e["name"]: e["overrides"]["optim.lr"]
         for e in critical_batch.study_entries(s, CPU_STUDY, "/r", _points(s))}
   assert set(lr.values()) == {6e-4}  # the default: the base run's LR at every batch
+
+
+def test_gns_lr_rule_scales_linearly_below_the_noise_scale_and_saturates_above():
+  """McCandlish et al.'s optimal step eps(B) = eps_max/(1 + B_noise/B): LR proportional to B
+  well below B_noise, flat well above it, the base LR at the base batch."""
+  s = critical_batch.load_study(CPU_STUDY, {"lr_rule": "gns"})
+  n_ctx = sweep_lib.load_run_config(CPU_STUDY, {}).model.n_ctx
+
+  def lrs(b_noise_seqs):
+    p = dataclasses.replace(_points(s)[0], b_noise=b_noise_seqs * n_ctx)
+    entries = critical_batch.study_entries(s, CPU_STUDY, "/r", [p])
+    return {e["overrides"]["train.batch_size"]: e["overrides"]["optim.lr"]
+            for e in entries if e["name"].startswith("branch_")}
+
+  noisy, quiet = lrs(1e5), lrs(1e-3)  # B_noise far above / below the whole ladder
+  assert noisy[s.base_batch] == quiet[s.base_batch] == pytest.approx(6e-4)
+  for b in s.batch_sizes:
+    assert noisy[b] == pytest.approx(6e-4 * b / s.base_batch, rel=1e-2)  # linear scaling
+    assert quiet[b] == pytest.approx(6e-4, rel=1e-3)  # no gain from a larger batch
+  mid = lrs(s.base_batch)
+  assert sorted(mid.values()) == [mid[b] for b in sorted(s.batch_sizes)]  # rises with B
+  assert mid[max(s.batch_sizes)] < 2 * 6e-4 < noisy[max(s.batch_sizes)]  # but sublinearly
+  sweep_lr = {e["overrides"]["optim.lr"] for e in critical_batch.study_entries(
+      s, CPU_STUDY, "/r", _points(s)) if e["name"].startswith("sweep_")}
+  assert sweep_lr == {6e-4}  # from scratch through every level: the base LR
 
 
 @pytest.mark.parametrize("args, fragment", [
