@@ -2,7 +2,8 @@
 
   python bench/run_all.py
 
-The PyTorch comparison runs only if torch is installed (`pip install -e '.[bench]'`); the GPU
+The PyTorch comparisons (bench_torch.py; bench_trainer.py, the trainer as a user runs it) run
+only if torch is installed (`pip install -e '.[bench]'`); the GPU
 suite (`bench_train.py --suite gpu`) and bench_experiments.py are left to be run by hand.
 """
 
@@ -16,15 +17,16 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 RUNS = [["bench_loader.py"], ["bench_train.py", "--suite", "cpu"],
         ["bench_train.py", "--suite", "gns"], ["bench_profile.py"], ["bench_fitter.py"],
-        ["bench_memory.py"]]
+        ["bench_memory.py"], ["bench_trainer.py", "--profile", "4x128"]]
 
 
 def main() -> int:
   runs = list(RUNS)
   if importlib.util.find_spec("torch") is not None:
-    runs.append(["bench_torch.py"])
+    runs += [["bench_torch.py"], ["bench_trainer.py"]]
   else:
-    print("torch not installed: skipping bench_torch.py (pip install -e '.[bench]')")
+    print("torch not installed: skipping bench_torch.py and bench_trainer.py "
+          "(pip install -e '.[bench]')")
   failed = 0
   for args in runs:
     print(f"== {' '.join(args)}", flush=True)
