@@ -140,6 +140,30 @@ def test_recovers_power_law_from_noisy_b_crit():
   np.testing.assert_allclose(pl.predict(loss), pl.b_star / loss ** (1 / pl.alpha_b))
 
 
+def test_power_law_interval_covers_the_levels_errors_when_three_levels_happen_to_align():
+  """Three levels with 5% errors that by luck lie on one line: the residuals say nothing
+  about the error (one degree of freedom), so the interval must still reflect the 5%, and
+  over many noisy draws it must cover the true alpha_B about as often as it claims."""
+  loss = np.array([6.0, 4.0, 2.5])
+  se = np.full(3, 0.05)
+  exact = batch.fit_b_crit_power_law(loss, batch.b_crit_kaplan(loss, B_STAR, ALPHA_B), se)
+  assert exact.alpha_b == pytest.approx(ALPHA_B)
+  assert exact.alpha_b_lo < 0.9 * ALPHA_B and exact.alpha_b_hi > 1.1 * ALPHA_B  # not zero width
+  assert exact.b_star_hi / exact.b_star_lo > 1.5
+  rng = np.random.default_rng(0)
+  covered = 0
+  for _ in range(400):
+    bc = batch.b_crit_kaplan(loss, B_STAR, ALPHA_B) * np.exp(se * rng.standard_normal(3))
+    try:
+      pl = batch.fit_b_crit_power_law(loss, bc, se)
+    except batch.BatchSweepError:  # the draw's slope came out rising: no law, not a miss
+      continue
+    lo = pl.alpha_b_lo if pl.alpha_b_lo is not None else 0.0
+    hi = pl.alpha_b_hi if pl.alpha_b_hi is not None else np.inf
+    covered += lo < ALPHA_B < hi
+  assert covered / 400 > 0.9
+
+
 def _write_run(root, name, b_tokens, curve_steps, curve_loss, b_simple=None, n_params=1000):
   run = os.path.join(root, name)
   os.makedirs(run)

@@ -52,8 +52,11 @@ def t_quantile_975(dof: int) -> float:
   return float(np.interp(1.0 / dof, inv, vals))
 
 
-def _wls_line(x, y, w):
-  """Weighted least squares y = a + b x: (a, b, cov[2x2], dof, s2) with the scale from residuals."""
+def _wls_line(x, y, w, scale_floor: float = 0.0):
+  """Weighted least squares y = a + b x: (a, b, cov[2x2], dof, s2) with the scale from the
+  residuals, s2, but never below `scale_floor`: with weights 1/se² of known errors a floor of
+  1 keeps the covariance from shrinking below what those errors allow when a few points
+  happen to fall on a line (the Birge-ratio convention)."""
   x, y, w = (np.asarray(v, float) for v in (x, y, w))
   X = np.stack([np.ones_like(x), x], axis=1)
   xtwx = X.T @ (w[:, None] * X)
@@ -65,7 +68,7 @@ def _wls_line(x, y, w):
   resid = y - X @ beta
   dof = len(x) - 2
   s2 = float(np.sum(w * resid**2) / dof) if dof > 0 else 0.0
-  return float(beta[0]), float(beta[1]), s2 * xtwx_inv, dof, s2
+  return float(beta[0]), float(beta[1]), max(s2, scale_floor) * xtwx_inv, dof, s2
 
 
 # ---------------------------------------------------------------------------- curves
@@ -258,8 +261,10 @@ class PowerLawFit:
 def fit_b_crit_power_law(loss, b_crit, log_b_crit_se=None) -> PowerLawFit:
   """Fits B_crit(L) = B_* / L^(1/α_B) by (weighted) least squares in log space.
 
-  Weights 1/se² when every level has a positive se(log B_crit), else unweighted. The
-  levels share runs, so their errors are correlated; the intervals are a guide, not exact.
+  Weights 1/se² when every level has a positive se(log B_crit), else unweighted; weighted,
+  the intervals are never narrower than those se allow, however well the few levels happen
+  to line up. The levels share runs, so their errors are correlated; the intervals are a
+  guide, not exact.
   """
   l, bc = np.asarray(loss, float), np.asarray(b_crit, float)
   if l.shape != bc.shape:
@@ -275,7 +280,7 @@ def fit_b_crit_power_law(loss, b_crit, log_b_crit_se=None) -> PowerLawFit:
     se = np.asarray(log_b_crit_se, float)
     if se.shape == l.shape and np.all(np.isfinite(se)) and np.all(se > 0):
       w, weighted = 1.0 / se**2, True
-  a, b, cov, dof, _ = _wls_line(np.log(l), np.log(bc), w)
+  a, b, cov, dof, _ = _wls_line(np.log(l), np.log(bc), w, scale_floor=1.0 if weighted else 0.0)
   if not b < 0:
     raise BatchSweepError(f"B_crit does not fall with the loss (slope {b:.3g} in log space); "
                           "the power law needs B_crit to grow as the loss drops")

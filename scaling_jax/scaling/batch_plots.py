@@ -151,6 +151,8 @@ def plot_three_methods(report: dict, ax=None):
               alpha=0.5, lw=1, gid=f"law:{key}")
   _finish(ax, "loss (nats/token)", "critical batch (tokens)",
           f"Critical batch three ways, N = {report['model']['n_params']:.3g}", loss_axis=True)
+  if ax.get_legend() is not None:  # below the axes: inside, it hides a method's point
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
   return fig
 
 
