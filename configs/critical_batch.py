@@ -28,11 +28,15 @@ def get_study():
   s.base_batch = 16  # sequences: the base run (GNS logged, checkpoints at branch_steps)
   s.base_steps = 800
   s.branch_steps = (100, 250, 500)  # base steps the branches start from
-  s.batch_sizes = (4, 8, 16, 32, 64)  # sequences: the ladder of the sweep and of every branch
+  # sequences: the ladder of the sweep and of every branch (512-8192 tokens: its smallest
+  # batch must stay out of the noise-limited regime, where S(B) leaves the hyperbola)
+  s.batch_sizes = (8, 16, 32, 64, 128)
   s.target_drop = 0.03  # each branch trains until its eval loss is (1 - target_drop) x the start
   s.branch_max_tokens = 400_000  # token budget of a branch that never reaches its target
   s.sweep_max_tokens = 1_600_000  # and of a sweep run that never reaches the lowest target
   s.eval_sequences = 128  # the fixed eval set (identical in every run): this many sequences
   s.eval_every_sequences = 80  # evaluate every this many training sequences (>= 1 step)
-  s.lr_rule = "constant"  # branch/sweep LR vs the base's: constant | sqrt | linear in B | gns
+  # branch LR vs the base's: gns (McCandlish's eps_max/(1 + B_noise/B), B_noise measured at
+  # the branch point; sweep runs keep the base LR) | constant | sqrt | linear in B
+  s.lr_rule = "gns"
   return s

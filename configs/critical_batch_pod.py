@@ -34,5 +34,5 @@ def get_study():
   s.sweep_max_tokens = 40_000_000_000
   s.eval_sequences = 2048
   s.eval_every_sequences = 51_200  # every 200 steps of the base run
-  s.lr_rule = "constant"
+  s.lr_rule = "gns"  # as the CPU study: the branches at the optimal step for their batch
   return s

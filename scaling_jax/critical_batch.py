@@ -21,16 +21,14 @@ run with `train.init_from` = the base run and `train.init_step` = its branch poi
 Every run evaluates on the same fixed eval set (`study.eval_sequences` sequences: a run at
 batch B uses eval_sequences/B eval batches), so losses compare across batch sizes.
 
-LR rule (`study.lr_rule`; default "constant"): every branch and sweep run trains at the
-base run's LR (constant after warmup), times 1 ("constant"), (B/B_base)^0.5 ("sqrt") or
-B/B_base ("linear"); or, for the branches, "gns": McCandlish et al.'s (2018) optimal SGD
-step at batch B, eps(B) = eps_max / (1 + B_noise/B), with B_noise the base run's measured
-B_simple at the branch point, i.e. the base LR times (1 + B_noise/B_base) / (1 + B_noise/B)
-(the sweep runs, which train from scratch through every level, keep the base LR under it).
-The default keeps the optimizer the one the GNS was measured under: B_simple is a property
-of the loss surface and of the noise at that LR (bcrit.py), and a rule that raises the LR
-with B moves larger batches to a different operating point. README "Critical batch size
-three ways" reports what each rule changes.
+LR rule (`study.lr_rule`; the shipped studies use "gns"): each branch at batch B trains at
+McCandlish et al.'s (2018) optimal SGD step for that batch, eps(B) = eps_max / (1 + B_noise/B),
+with B_noise the base run's measured B_simple at the branch point: the base LR times
+(1 + B_noise/B_base) / (1 + B_noise/B). S = S_min + E_min/B, which both direct methods fit,
+is derived for a step tuned to each batch; the sweep runs, which train from scratch through
+every level where no one B_noise applies, keep the base LR. "constant", "sqrt" and "linear"
+scale the LR of sweep runs and branches alike by (B/B_base)^0, ^0.5, ^1. README "Critical
+batch size three ways" reports what each rule changes.
 
 Outputs (in ./critical_batch_report when OUT is a gs:// URL): OUT/report/report.json (every number), critical_batch.png (B_crit(L) from the three
 methods with 95% intervals), steps_vs_batch.png (the probes' and the sweep's S(B)) and
