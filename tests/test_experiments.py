@@ -627,3 +627,24 @@ def test_08_architectures_on_recorded_cpu_runs(tmp_path):
   for name, by_pos in recorded.positions(path).items():
     assert by_pos.mean() == pytest.approx(common.load_runs(os.path.join(runs, name))[0].final(),
                                           abs=2e-4)
+
+
+def test_03_l_of_n_d_on_recorded_cpu_runs(tmp_path):
+  """3 sizes x 4 dataset sizes (5e4 tokens, repeated 25 times, to the whole 9.2e6-token
+  corpus), early-stopped: L(N, D)'s exponents as found on the full runs (RESULTS.md), and
+  the overfitting penalty one increasing function of N^(alpha_N/alpha_D)/D (Fig. 9)."""
+  exp = _analysis("03_l_of_n_d")
+  s = exp.analyze(_recorded("03_l_of_n_d", tmp_path), _out(tmp_path, "out"))
+  p = s["fit"]
+  assert len(s["points"]) == 12
+  assert p["alpha_N"] == pytest.approx(0.0452, abs=0.003)
+  assert p["alpha_D"] == pytest.approx(0.143, abs=0.01)
+  assert s["our_rule"]["exponent"] == pytest.approx(0.317, abs=0.02)
+  x, pen = np.asarray(s["x"]), np.asarray(s["penalty"])
+  assert np.abs(pen - exp.penalty_curve(p, x)).max() < 0.025  # one curve of x for every N
+  by = {(q["N"], q["D"]): v for q, v in zip(s["points"], pen)}
+  for d in (5e4, 2e5):  # at a fixed small D, the penalty grows with N
+    row = [by[(n, d)] for n in sorted({n for n, _ in by})]
+    assert row == sorted(row) and row[0] > 0.05
+  assert max(by[(n, 5e4)] for n, _ in by) == pytest.approx(0.318, abs=0.01)
+  assert s["max_penalty_obeying_rule"] < 0.02  # the one run with D >= 5e3 N^0.74
