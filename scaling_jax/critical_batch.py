@@ -30,9 +30,9 @@ every level where no one B_noise applies, keep the base LR. "constant", "sqrt" a
 scale the LR of sweep runs and branches alike by (B/B_base)^0, ^0.5, ^1. README "Critical
 batch size three ways" reports what each rule changes.
 
-Outputs (in ./critical_batch_report when OUT is a gs:// URL): OUT/report/report.json (every number), critical_batch.png (B_crit(L) from the three
-methods with 95% intervals), steps_vs_batch.png (the probes' and the sweep's S(B)) and
-report.html.
+Outputs (in ./critical_batch_report when OUT is a gs:// URL): OUT/report/report.json (every
+number), critical_batch.png (B_crit(L) from the three methods with 95% intervals),
+steps_vs_batch.png (the probes' and the sweep's S(B)) and report.html.
 """
 
 from __future__ import annotations
@@ -473,7 +473,8 @@ def main(argv: list[str]) -> int:
                       help="cpu: the 20-minute CPU study (default); pod: the 85M model")
   parser.add_argument("--config", default=None,
                       help="a file with get_config() and get_study() (default: the scale's)")
-  parser.add_argument("--parallel", type=errors.positive_int, default=min(2, os.cpu_count() or 1))
+  parser.add_argument("--parallel", type=errors.positive_int,
+                      default=min(2, os.cpu_count() or 1))
   parser.add_argument("--bootstrap", type=errors.non_negative_int, default=1000)
   parser.add_argument("--dry-run", action="store_true", help="print the base run's command")
   args, rest = parser.parse_known_args(argv)
