@@ -304,8 +304,9 @@ def test_best_lr_refines_a_bracketed_minimum():
   exp9 = _analysis("09_lr_schedule")
   lr = np.array([2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3])
   loss = 3.0 + (np.log(lr) - np.log(1.3e-3)) ** 2
-  assert exp9.best_lr(lr, loss) == pytest.approx(1.3e-3, rel=1e-6)
-  assert exp9.best_lr(lr[:2], loss[:2]) == 5e-4  # not bracketed: the best scanned
+  best, bracketed = exp9.best_lr(lr, loss)
+  assert best == pytest.approx(1.3e-3, rel=1e-6) and bracketed
+  assert exp9.best_lr(lr[:2], loss[:2]) == (5e-4, False)  # not bracketed: a bound
 
 
 def test_n_groups_clusters_within_tolerance():
@@ -641,7 +642,7 @@ def test_03_l_of_n_d_on_recorded_cpu_runs(tmp_path):
   assert p["alpha_D"] == pytest.approx(0.143, abs=0.01)
   assert s["our_rule"]["exponent"] == pytest.approx(0.317, abs=0.02)
   x, pen = np.asarray(s["x"]), np.asarray(s["penalty"])
-  assert np.abs(pen - exp.penalty_curve(p, x)).max() < 0.025  # one curve of x for every N
+  assert np.abs(pen - exp.penalty_curve(p, x)).max() < 0.02  # one curve of x for every N
   by = {(q["N"], q["D"]): v for q, v in zip(s["points"], pen)}
   for d in (5e4, 2e5):  # at a fixed small D, the penalty grows with N
     row = [by[(n, d)] for n in sorted({n for n, _ in by})]

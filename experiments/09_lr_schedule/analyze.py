@@ -2,8 +2,9 @@
 
 Per size: the final loss of every (schedule, peak LR) run, with each schedule's summed
 learning rate (the paper: schedules matter little at equal summed LR); the best peak LR
-per N (a parabola in log LR through the best three when the scan brackets it), fitted as
-LR(N) = a + b log N beside the paper's 0.003239 - 0.0001395 log N; the loss of the
+per N (a parabola in log LR through the best three when the scan brackets it; at the
+scan's edge it is only a bound, and flagged), fitted as LR(N) = a + b log N beside the
+paper's 0.003239 - 0.0001395 log N; the loss of the
 Kaplan-rule runs relative to each size's best; and L(N) fitted on the best losses.
 Usage: python experiments/09_lr_schedule/analyze.py SWEEP_DIR [--out DIR]
 """
@@ -41,8 +42,9 @@ def run_lr(run) -> dict:
           "rule": cfg.lr_rule, "summed_lr": float(lrs.sum())}
 
 
-def best_lr(lr: np.ndarray, loss: np.ndarray) -> float:
-  """argmin over a LR scan, refined by a parabola in log LR when the minimum is interior."""
+def best_lr(lr: np.ndarray, loss: np.ndarray) -> tuple[float, bool]:
+  """(argmin over a LR scan, whether the scan brackets it); a bracketed minimum is refined
+  by a parabola in log LR, one at the scan's lowest or highest LR is only a bound."""
   order = np.argsort(lr)
   lr, loss = lr[order], loss[order]
   i = int(np.argmin(loss))
@@ -50,8 +52,9 @@ def best_lr(lr: np.ndarray, loss: np.ndarray) -> float:
     x, y = np.log(lr[i - 1:i + 2]), loss[i - 1:i + 2]
     a, b, _ = np.polyfit(x, y, 2)
     if a > 0:
-      return float(np.exp(np.clip(-b / (2 * a), x[0], x[-1])))
-  return float(lr[i])
+      return float(np.exp(np.clip(-b / (2 * a), x[0], x[-1]))), True
+    return float(lr[i]), True
+  return float(lr[i]), False
 
 
 def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
@@ -63,15 +66,17 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
     lr = np.array([p["peak_lr"] for p in grp])
     loss = np.array([p["L"] for p in grp])
     kaplan = [p["L"] for p in grp if p["rule"] == "kaplan"]
-    per_n.append({"N": n, "best_lr": best_lr(lr, loss), "best_L": float(loss.min()),
+    best, bracketed = best_lr(lr, loss)
+    per_n.append({"N": n, "best_lr": best, "bracketed": bracketed, "best_L": float(loss.min()),
                   "n_lrs": len(np.unique(lr)), "kaplan_lr": optim.kaplan_lr(int(n)),
                   "kaplan_gap": (min(kaplan) / loss.min() - 1) if kaplan else float("nan"),
                   "schedules": {s: min(p["L"] for p in grp if p["schedule"] == s)
                                 for s in sorted({p["schedule"] for p in grp})}})
   rows = []
   for e in per_n:
+    edge = "" if e["bracketed"] else "; not bracketed: a bound (scan's edge)"
     rows.append((f"best peak LR, N={e['N']:.3g}", e["best_lr"], e["kaplan_lr"],
-                 f"{e['n_lrs']} LRs scanned; paper column: Kaplan's LR(N)"))
+                 f"{e['n_lrs']} LRs scanned; paper column: Kaplan's LR(N){edge}"))
     if np.isfinite(e["kaplan_gap"]):
       rows.append(("  Kaplan-rule loss / best - 1", e["kaplan_gap"], 0.0, ""))
     if len(e["schedules"]) > 1:
@@ -81,9 +86,11 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
   summary: dict = {"points": pts, "per_N": per_n, "paper_lr_rule": PAPER_LR}
   if len(per_n) >= 2:
     b, a = np.polyfit(np.log([e["N"] for e in per_n]), [e["best_lr"] for e in per_n], 1)
-    summary["lr_rule_fit"] = {"a": float(a), "b": float(b)}
-    rows += [("LR(N) = a + b log N: a", a, PAPER_LR[0], ""),
-             ("LR(N) = a + b log N: b", b, PAPER_LR[1], "")]
+    bounds = sum(not e["bracketed"] for e in per_n)
+    note = f"{bounds} of {len(per_n)} best LRs are bounds" if bounds else ""
+    summary["lr_rule_fit"] = {"a": float(a), "b": float(b), "n_bounds": bounds}
+    rows += [("LR(N) = a + b log N: a", a, PAPER_LR[0], note),
+             ("LR(N) = a + b log N: b", b, PAPER_LR[1], note)]
   if len(per_n) >= 3:
     res, note = common.try_fit("L_N", {"N": np.array([e["N"] for e in per_n]),
                                        "L": np.array([e["best_L"] for e in per_n])},
@@ -109,7 +116,12 @@ def analyze(run_dirs, out: str, bootstrap: int = 0) -> dict:
   common.style_axes(ax_s, "summed learning rate over training",
                     title="Schedules: loss vs summed LR", log=True)
   ns = np.array([e["N"] for e in per_n])
-  ax_rule.plot(ns, [e["best_lr"] for e in per_n], "o", label="best LR (ours)", gid="best_lr")
+  for bracketed, marker, label in ((True, "o", "best LR (ours)"),
+                                   (False, "^", "best LR at the scan's edge (a bound)")):
+    sel = [e for e in per_n if e["bracketed"] == bracketed]
+    if sel:
+      ax_rule.plot([e["N"] for e in sel], [e["best_lr"] for e in sel], marker, color="C0",
+                   label=label, gid=f"best_lr:{'bracketed' if bracketed else 'bound'}")
   grid = np.geomspace(ns.min() / 2, ns.max() * 2, 50)
   ax_rule.plot(grid, [optim.kaplan_lr(int(g)) for g in grid], "--", color="gray",
                label="Kaplan LR(N)")
