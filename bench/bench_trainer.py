@@ -4,7 +4,7 @@ on and off, against eager PyTorch and the bare jitted step, interleaved in one r
   pip install torch   # optional bench extra: pip install -e '.[bench]'
   python bench/bench_trainer.py [--shapes 2x64,4x128,4x256,6x384] [--rounds 3]
   python bench/bench_trainer.py --profile 4x128     # where one trainer run's time goes
-  python bench/bench_trainer.py --levers 6x384      # the step's pass layouts, interleaved
+  python bench/bench_trainer.py --levers 6x384 [--lever-set passes|gns]  # step variants
   python bench/bench_trainer.py --xla-flags 6x384   # XLA CPU flag sets, one process each
 
 Each round runs, for every shape in turn: `scaling-jax train` (a fresh process and workdir,
@@ -49,12 +49,18 @@ from bench_train import Stepper, interleaved, make_config, paired_ratio  # noqa:
 
 HEADING = "## Trainer throughput vs PyTorch (CPU, issue 20)"
 PROFILE_HEADING = "## Trainer time breakdown (CPU, issue 20)"
-LEVERS_HEADING = "## Trainer levers: the pass layout (CPU, issue 20)"
 XLA_FLAGS_HEADING = "## Trainer levers: XLA CPU flags (issue 20)"
-# name -> train.max_pass_tokens: tokens per device in one forward/backward pass (-1: the CPU
-# default, train.CPU_PASS_TOKENS). GNS on: 2 micro-batches of 2048 tokens at batch 32 x 128.
-PASS_LAYOUTS = {"default (1024 tokens per pass)": -1, "512 tokens per pass": 512,
-                "2048 tokens per pass (one per micro-batch)": 2048}
+# --levers: set -> (heading, {variant: overrides of make_config's config, as "section.field"}).
+# The first variant is the baseline. passes: train.max_pass_tokens, tokens per device in one
+# forward/backward pass (-1: train.CPU_PASS_TOKENS; GNS on makes 2 micro-batches of 2048).
+LEVER_SETS = {
+    "passes": ("## Trainer levers: the pass layout (CPU, issue 20)", {
+        "default (1024 tokens per pass)": {},
+        "512 tokens per pass": {"train.max_pass_tokens": 512},
+        "2048 tokens per pass (one per micro-batch)": {"train.max_pass_tokens": 2048}}),
+    "gns": ("## GNS overhead of the step at the trainer's shapes (CPU, issue 20)", {
+        "GNS off": {"gns.enabled": False}, "GNS on": {}}),
+}
 SHAPE_KW = dict(n_ctx=128, vocab=4096, batch=32)  # cpu_demo.py's batch, context and vocab
 # n_layer x d_model -> steps per log window. configs/cpu_demo.py logs every 20 steps; the two
 # large shapes log more often so that a round stays near a minute (a log step's host work, a
@@ -148,21 +154,22 @@ def bench_shape(name: str, log_every: int, rounds: int, bare: bool) -> dict:
           "flops_per_token": counts.flops_per_token_exact, "runs": runs}
 
 
-def levers(name: str, rounds: int) -> list[str]:
-  """The train step (GNS on) with each pass layout of PASS_LAYOUTS, interleaved: ms per step
-  and the median over rounds of the per-round ratio to the default layout."""
+def levers(name: str, lever_set: str, rounds: int) -> list[str]:
+  """The train step (GNS on unless a variant says otherwise) in each variant of LEVER_SETS,
+  interleaved: ms per step and the median over rounds of the per-round ratio to the first."""
   n_layer, d_model = parse_shape(name)
   steppers = {}
-  for label, cap in PASS_LAYOUTS.items():
+  for label, overrides in LEVER_SETS[lever_set][1].items():
     cfg = make_config(n_layer, d_model, gns=True, **SHAPE_KW)
-    cfg.train.max_pass_tokens = cap
+    cfg.update_from_flattened_dict(overrides)
     steppers[label] = Stepper(cfg)
   interleaved(steppers, rounds=rounds)
-  base = steppers[next(iter(PASS_LAYOUTS))]
-  lines = [f"`python bench/bench_trainer.py --levers {name} --rounds {rounds}`: the jitted "
-           f"train step at {name} (GNS on, batch 32 x 128, vocab 4096, f32), each layout "
-           f"compiled separately, interleaved ({rounds} rounds of 2 timed steps), median.", "",
-           "| pass layout | step (ms) | vs default |", "| --- | --- | --- |"]
+  base = next(iter(steppers.values()))
+  lines = [f"`python bench/bench_trainer.py --levers {name} --lever-set {lever_set} --rounds "
+           f"{rounds}`: the jitted train step at {name} (batch 32 x 128, vocab 4096, f32), each "
+           f"variant compiled separately, interleaved ({rounds} rounds of 2 timed steps), "
+           "median; the ratio is the median over rounds of the per-round ratio.", "",
+           "| variant | step (ms) | vs the first |", "| --- | --- | --- |"]
   lines += [f"| {label} | {s.result()['step_s'] * 1e3:.0f} | {paired_ratio(base, s):.3f}x |"
             for label, s in steppers.items()]
   return lines
@@ -239,6 +246,19 @@ def xla_flags(name: str, rounds: int) -> list[str]:
   return lines
 
 
+def row_line(row: dict, peak: float, bare: bool) -> str:
+  """One shape's line of the table."""
+  r = row["runs"]
+  on, off, pt = r["on"].tokens_per_s, r["off"].tokens_per_s, r["torch"].tokens_per_s
+  mfu = float(np.median(on)) * row["flops_per_token"] / peak
+  line = (f"| {row['name']} | {row['n_params'] / 1e6:.2f}M | {row['log_every']} | "
+          f"{summary(on)} | {summary(off)} | {summary(pt)} | {paired(on, pt):.2f} / "
+          f"{paired(off, pt):.2f} | {paired(off, on) - 1:+.1%} |")
+  if bare:
+    line += f" {summary(r['bare'].tokens_per_s)} | {paired(on, r['bare'].tokens_per_s):.2f} |"
+  return line + f" {mfu:.1%} ({np.median(r['on'].mfu_logged):.1%}) |"
+
+
 def section(rows: list[dict], peak: float, rounds: int, bare: bool, load: tuple,
             seconds: float, argv: list[str]) -> list[str]:
   cmd = " ".join(["python bench/bench_trainer.py", *(a for a in argv if a != "--no-write")])
@@ -257,21 +277,11 @@ def section(rows: list[dict], peak: float, rounds: int, bare: bool, load: tuple,
            f"the f32 matmul peak measured in this process ({peak / 1e9:.0f} GFLOP/s, jnp.dot "
            "1024^2); the trainer's own logged MFU uses its shorter in-process measurement.", "",
            "| shape | N | log every | train, GNS on | train, GNS off | PyTorch eager | "
-           "ratio on / off | GNS overhead |" + (" bare step (GNS on) | train on / bare |"
+           "vs PyTorch, on / off | GNS overhead |" + (" bare step (GNS on) | train on / bare |"
                                                 if bare else "") + " MFU on (logged) |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if bare else "")
            + " --- |"]
-  for row in rows:
-    r = row["runs"]
-    on, off, pt = r["on"].tokens_per_s, r["off"].tokens_per_s, r["torch"].tokens_per_s
-    mfu = float(np.median(on)) * row["flops_per_token"] / peak
-    line = (f"| {row['name']} | {row['n_params'] / 1e6:.2f}M | {row['log_every']} | "
-            f"{summary(on)} | {summary(off)} | {summary(pt)} | {paired(on, pt):.2f} / "
-            f"{paired(off, pt):.2f} | {paired(off, r['on'].tokens_per_s) - 1:+.1%} |")
-    if bare:
-      line += f" {summary(r['bare'].tokens_per_s)} | {paired(on, r['bare'].tokens_per_s):.2f} |"
-    line += f" {mfu:.1%} ({np.median(r['on'].mfu_logged):.1%}) |"
-    lines.append(line)
+  lines += [row_line(row, peak, bare) for row in rows]
   outside = [s for row in rows for k in ("on", "off") for s in row["runs"][k].outside_loop_s]
   lines += ["", "Outside the logged windows each trainer process spent "
             f"{np.median(outside):.0f} s (median; {min(outside):.0f}-{max(outside):.0f} s): "
@@ -348,7 +358,8 @@ def main(argv=None) -> int:
                       help="instead: where one in-process trainer run's time goes (cProfile)")
   parser.add_argument("--profile-steps", type=int, default=200)
   parser.add_argument("--levers", default="", metavar="SHAPE",
-                      help="instead: the train step's pass layouts at SHAPE, interleaved")
+                      help="instead: the train step's variants (--lever-set) at SHAPE")
+  parser.add_argument("--lever-set", choices=list(LEVER_SETS), default="passes")
   parser.add_argument("--xla-flags", default="", metavar="SHAPE",
                       help="instead: the train step at SHAPE under XLA CPU flag sets")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -361,8 +372,10 @@ def main(argv=None) -> int:
     if shape not in SHAPES:
       parser.error(f"--levers and --xla-flags take one of {','.join(SHAPES)}")
     load0 = _load()
-    lines = levers(shape, args.rounds) if args.levers else xla_flags(shape, args.rounds)
-    heading = LEVERS_HEADING if args.levers else XLA_FLAGS_HEADING
+    if args.levers:
+      lines, heading = levers(shape, args.lever_set, args.rounds), LEVER_SETS[args.lever_set][0]
+    else:
+      lines, heading = xla_flags(shape, args.rounds), XLA_FLAGS_HEADING
     publish([heading, "", f"On {environment()}; load average (1 min) {load0:.1f} "
              f"before, {_load():.1f} after.", "", *lines], heading,
             write=not args.no_write)
@@ -384,7 +397,10 @@ def main(argv=None) -> int:
     parser.error("needs torch: pip install -e '.[bench]' (or --profile, --levers, --xla-flags)")
   load0, start = _load(), time.perf_counter()
   peak = hardware.measure_matmul_peak(n=1024, dtype="float32", seconds=2.0)
-  rows = [bench_shape(s, SHAPES[s], args.rounds, not args.no_bare) for s in shapes]
+  rows = []
+  for s in shapes:  # each shape's line as soon as it is measured
+    rows.append(bench_shape(s, SHAPES[s], args.rounds, not args.no_bare))
+    print(row_line(rows[-1], peak, not args.no_bare), flush=True)
   lines = section(rows, peak, args.rounds, not args.no_bare, (load0, _load()),
                   time.perf_counter() - start, argv)
   publish(lines, HEADING, write=not args.no_write)
