@@ -2,7 +2,7 @@
 on and off, against eager PyTorch and the bare jitted step, interleaved in one run.
 
   pip install torch   # optional bench extra: pip install -e '.[bench]'
-  python bench/bench_trainer.py [--shapes 2x64,4x128,4x256,6x384] [--rounds 3]
+  python bench/bench_trainer.py [--shapes 2x64,4x128,4x256,6x384] [--rounds 2]
   python bench/bench_trainer.py --profile 4x128     # where one trainer run's time goes
   python bench/bench_trainer.py --levers 6x384 [--lever-set passes|gns]  # step variants
   python bench/bench_trainer.py --xla-flags 6x384   # XLA CPU flag sets, one process each
@@ -352,7 +352,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--shapes", default=",".join(SHAPES),
                       help="n_layer x d_model, comma-separated (of " + ", ".join(SHAPES) + ")")
-  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--no-bare", action="store_true", help="skip the bare jitted step")
   parser.add_argument("--profile", default="", metavar="SHAPE",
                       help="instead: where one in-process trainer run's time goes (cProfile)")
