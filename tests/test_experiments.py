@@ -649,3 +649,24 @@ def test_03_l_of_n_d_on_recorded_cpu_runs(tmp_path):
     assert row == sorted(row) and row[0] > 0.05
   assert max(by[(n, 5e4)] for n, _ in by) == pytest.approx(0.318, abs=0.01)
   assert s["max_penalty_obeying_rule"] < 0.02  # the one run with D >= 5e3 N^0.74
+
+
+def test_09_lr_schedule_on_recorded_cpu_runs(tmp_path):
+  """3 sizes x (0.5, 1, 2, 4 x Kaplan's LR(N), cosine; 1x constant) after 300 steps: the
+  loss still falls at 4x the rule (every best LR a bound at the scan's edge), and at about
+  equal summed LR the constant and the cosine schedule reach the same loss (RESULTS.md)."""
+  s = _analysis("09_lr_schedule").analyze(_recorded("09_lr_schedule", tmp_path),
+                                          _out(tmp_path, "out"))
+  per_n = s["per_N"]
+  assert len(per_n) == 3 and not any(e["bracketed"] for e in per_n)
+  for e in per_n:
+    assert e["best_lr"] == pytest.approx(4 * e["kaplan_lr"], rel=1e-6)
+  assert [round(e["kaplan_gap"], 3) for e in per_n] == [0.042, 0.021, 0.019]
+  assert s["lr_rule_fit"]["n_bounds"] == 3
+  assert s["fit_L_N"]["alpha_N"] == pytest.approx(0.0238, abs=0.002)
+  pts = {p["run"]: p for p in s["points"]}
+  for size in ("n2_d32", "n2_d64", "n3_d96"):
+    const, cos2 = pts[f"{size}_kaplan_constant"], pts[f"{size}_lr2x"]
+    assert const["summed_lr"] == pytest.approx(cos2["summed_lr"], rel=0.12)
+    assert const["L"] == pytest.approx(cos2["L"], rel=0.006)
+    assert pts[f"{size}_kaplan_cosine"]["L"] > const["L"] + 0.2  # same peak LR, less summed
