@@ -355,7 +355,7 @@ def loss_by_position(run_dir: str, eval_set: str = "validation",
   if not cfg_json:
     raise ExperimentError(f"{run_dir} has no config.json; pass a run directory")
   config = ml_collections.ConfigDict(cfg_json["config"])
-  ckpt_root = os.path.join(run_dir, rundir.CHECKPOINT_DIR)
+  ckpt_root = os.path.join(os.path.abspath(run_dir), rundir.CHECKPOINT_DIR)  # Orbax: absolute
   steps = sorted(int(s) for s in os.listdir(ckpt_root) if s.isdigit()) if os.path.isdir(
       ckpt_root) else []
   if not steps:
