@@ -5,9 +5,11 @@ batch, Universal Transformers and LSTMs) for a handful of steps on the stdlib co
 measures the steady-state seconds per step (compilation excluded) and the fixed overhead
 of a run (compile, data, eval, checkpoint), fits seconds/step = a + b x FLOPs/step per
 architecture, and sums that model over every entry of every experiment's CPU sweep.
-Writes the "Experiments (CPU scale)" section of BENCHMARKS.md.
+Writes the "Experiments (CPU scale)" section of BENCHMARKS.md; with --measured OUT, beside
+each estimate the wall time `python -m experiments.run_all --out OUT` measured (OUT/run_all.json,
+with the load average each sweep trained under).
 
-Usage: python bench/bench_experiments.py [--steps 15] [--workdir DIR] [--reuse]
+Usage: python bench/bench_experiments.py [--steps 15] [--workdir DIR] [--reuse] [--measured OUT]
 (--reuse: re-estimate from DIR/probes.json, the measurements of an earlier run)
 """
 
@@ -26,6 +28,7 @@ from common import REPO, environment, write_section  # bench/common.py
 import numpy as np  # noqa: E402
 
 from experiments import common as exp_common  # noqa: E402
+from experiments import run_all  # noqa: E402
 from scaling_jax import accounting, metrics, train  # noqa: E402
 from scaling_jax import metric_keys as keys  # noqa: E402
 
@@ -63,11 +66,45 @@ def measure(arch: str, n_layer: int, d_model: int, batch: int, steps: int, root:
           "step_s": step_s, "overhead_s": wall - steps * step_s}
 
 
+def _minutes(seconds: float) -> str:
+  return f"{int(seconds // 60)} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _measured_table(rows: list[tuple[str, int, float]], out: str) -> list[str]:
+  """The estimate of each experiment beside what run_all measured in OUT."""
+  record = run_all.read_record(out)
+  groups = run_all.plan(run_all.experiment_names(), out, "cpu")
+  parts = run_all.experiment_time_parts(record, groups)
+  sweep_of = {name: g for g in groups for name in g.experiments}
+  lines = ["CPU time of each experiment's CPU sweep: **measured** end to end by "
+           f"`python -m experiments.run_all --out {os.path.basename(os.path.normpath(out))}` "
+           f"(training + analysis, from its `{run_all.RECORD}`; runs shared by several "
+           "experiments count for each) on this 2-core machine, with the 1-minute load average "
+           "before and after each sweep's training (the training itself keeps it near 2), beside "
+           "the estimate from the per-step costs above (s/step = a + b x FLOPs/step fitted per "
+           "architecture, plus the median overhead per run):", "",
+           "| experiment | runs | measured (training + analysis) | load average | estimated |",
+           "| --- | --- | --- | --- | --- |"]
+  for folder, n, estimate in rows:
+    train_s, analysis_s = parts.get(folder, (float("nan"), float("nan")))
+    group = sweep_of.get(folder)
+    shared = (f" (the {os.path.basename(group.sweep_dir)} sweep, shared)"
+              if group is not None and len(group.experiments) > 1 else "")
+    measured = ("not measured" if train_s != train_s or analysis_s != analysis_s else
+                f"{_minutes(train_s)}{shared} + {_minutes(analysis_s)}")
+    load = record["load"].get(os.path.basename(group.sweep_dir)) if group else None
+    load_text = f"{load[0]:.1f} -> {load[1]:.1f}" if load else "-"
+    lines.append(f"| {folder} | {n} | {measured} | {load_text} | {estimate / 60:.0f} min |")
+  return lines
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--steps", type=int, default=15)
   p.add_argument("--workdir", default=None)
   p.add_argument("--reuse", action="store_true", help="estimate from WORKDIR/probes.json")
+  p.add_argument("--measured", default=None,
+                 help="an experiments.run_all --out directory: its measured times too")
   args = p.parse_args(argv)
   root = args.workdir or tempfile.mkdtemp(prefix="bench_experiments_")
   saved = os.path.join(root, "probes.json")
@@ -106,10 +143,11 @@ def main(argv=None) -> int:
            "| --- | --- | --- | --- | --- | --- | --- |"]
   lines += [f"| {pr['arch']} | {pr['n_layer']} | {pr['d_model']} | {pr['batch']} | "
             f"{pr['n_params']:,} | {pr['step_s']:.3f} | {pr['overhead_s']:.1f} |" for pr in probes]
-  lines += ["", "Estimated CPU time of each experiment's CPU sweep (s/step = a + b x FLOPs/step "
-            "fitted per architecture, plus the median overhead per run):", "",
-            "| experiment | runs | estimated CPU time |", "| --- | --- | --- |"]
-  lines += [f"| {f} | {n} | {t / 60:.0f} min |" for f, n, t in rows]
+  lines += [""] + (_measured_table(rows, args.measured) if args.measured else [
+      "Estimated CPU time of each experiment's CPU sweep (s/step = a + b x FLOPs/step fitted "
+      "per architecture, plus the median overhead per run):", "",
+      "| experiment | runs | estimated CPU time |", "| --- | --- | --- |"] + [
+      f"| {f} | {n} | {t / 60:.0f} min |" for f, n, t in rows])
   text = "\n".join(lines) + "\n"
   print(text)
   write_section(text, HEADING)

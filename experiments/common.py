@@ -126,15 +126,21 @@ Run = runs_lib.Run  # the one typed run record (scaling_jax.scaling.runs)
 
 
 def load_runs(dirs: str | Sequence[str], statuses: tuple[str, ...] | None = None) -> list[Run]:
-  """Every run directory at or below each of `dirs`, with a readable config and metrics."""
+  """Every run directory at or below each of `dirs`, with a readable config and metrics. Each
+  run left out (a damaged config.json, no metrics yet, another status) is named on stderr; when
+  none is left the error names them."""
   dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
+  skipped: list[str] = []
   try:
-    out = runs_lib.read_runs([str(d) for d in dirs], statuses=statuses)
+    out = runs_lib.read_runs([str(d) for d in dirs], statuses=statuses, warnings=skipped)
   except laws.FitError:
     out = []
   if not out:
-    raise ExperimentError(f"no run directories with config.json and metrics under {dirs}; "
+    why = f" ({'; '.join(skipped)})" if skipped else ""
+    raise ExperimentError(f"no run directories with config.json and metrics under {dirs}{why}; "
                           "run the experiment's sweep first (see experiments/README.md)")
+  for w in skipped:
+    print(f"warning: {w}", file=sys.stderr, flush=True)
   return out
 
 

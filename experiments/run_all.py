@@ -148,9 +148,12 @@ class _SweepStream(io.TextIOBase):
 
 
 def read_record(out: str) -> dict[str, Any]:
-  """OUT/run_all.json: {"runs": {run dir: wall s}, "analyses": {experiment: wall s}}."""
-  record = rundir.read_json(os.path.join(out, RECORD), {"runs": dict, "analyses": dict})
-  return {"runs": {}, "analyses": {}, **(record or {})}
+  """OUT/run_all.json: {"runs": {run dir: wall s}, "analyses": {experiment: wall s},
+  "load": {sweep dir: [1-min load average before its training, after it]}} (what else shared
+  the cores while the times were measured)."""
+  record = rundir.read_json(os.path.join(out, RECORD),
+                            {"runs": dict, "analyses": dict, "load": dict})
+  return {"runs": {}, "analyses": {}, "load": {}, **(record or {})}
 
 
 def add_to_record(out: str, section: str, times: dict[str, float]) -> dict[str, Any]:
@@ -167,30 +170,22 @@ def run_key(group: Group, name: str) -> str:
   return f"{os.path.basename(group.sweep_dir)}/{name}"
 
 
-def experiment_times(record: dict[str, Any], groups: Sequence[Group]) -> dict[str, float]:
-  """Seconds per experiment: its sweep's recorded run times (shared runs count for each
-  experiment that uses them) plus its analysis; nan while a run has no recorded time."""
+def experiment_time_parts(record: dict[str, Any],
+                          groups: Sequence[Group]) -> dict[str, tuple[float, float]]:
+  """(training s, analysis s) per experiment: its sweep's recorded run times (shared runs count
+  for each experiment that uses them) and its analysis; nan while a part has no recorded time."""
   out = {}
   for g in groups:
     walls = [record["runs"].get(run_key(g, r["name"])) for r in g.runs]
     train_s = sum(walls) if all(w is not None for w in walls) else float("nan")
     for name in g.experiments:
-      out[name] = train_s + record["analyses"].get(name, float("nan"))
+      out[name] = (train_s, record["analyses"].get(name, float("nan")))
   return out
 
 
-def run_analysis(name: str, sweep_dir: str, bootstrap: int | None) -> int:
-  """`analyze.py SWEEP_DIR` in this process; its exit code (1 for an unexpected exception,
-  printed with its traceback so the bug can be found)."""
-  module = common.load_module(EXPERIMENTS_DIR / name / "analyze.py")
-  argv = [sweep_dir, *ANALYSIS_ARGS.get(name, [])]
-  if bootstrap is not None:
-    argv += ["--bootstrap", str(bootstrap)]
-  try:
-    return int(module.main(argv))
-  except Exception:  # noqa: BLE001 -- one broken analysis must not stop the others
-    traceback.print_exc()
-    return 1
+def experiment_times(record: dict[str, Any], groups: Sequence[Group]) -> dict[str, float]:
+  """Seconds per experiment, training plus analysis (`experiment_time_parts`)."""
+  return {name: sum(parts) for name, parts in experiment_time_parts(record, groups).items()}
 
 
 @errors.boundary("experiments.run_all")
@@ -225,11 +220,15 @@ def main(argv: Sequence[str]) -> int:
   progress = Progress(groups)
   failed: list[str] = []
   for g in groups:
+    load_before = os.getloadavg()[0]
     results = sweep_lib.run_sweep(g.runs, g.sweep_dir, parallel=args.parallel,
                                   stream=_SweepStream(progress, sys.stderr),
                                   sweep_dir=str(EXPERIMENTS_DIR / g.experiments[0]))
     add_to_record(args.out, "runs", {run_key(g, r.name): r.wall_s
                                      for r in results.values() if r.status == "finished"})
+    if any(r.wall_s for r in results.values()):  # something trained: under what load
+      add_to_record(args.out, "load", {os.path.basename(g.sweep_dir):
+                                       [round(load_before, 2), round(os.getloadavg()[0], 2)]})
     text, code = sweep_lib.summarize(results)
     print(f"[experiments] {g.sweep_dir}: {text}")
     # Interrupted (SIGINT/SIGTERM): stop here, even if a run killed before it could

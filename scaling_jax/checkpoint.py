@@ -180,20 +180,19 @@ class BranchError(errors.UserError, ValueError):
   """A branch's `train.init_from` / `train.init_step` names no checkpoint there is."""
 
 
-def branch_step(run_dir: str, step: int) -> int:
-  """The checkpoint step of run `run_dir` that a branch starts from: `step`, or the newest for
-  -1. BranchError, naming the steps there are, when there is no such checkpoint; cheap (a
-  directory listing), so preflight asks before anything is built or compiled."""
+def _open_base_run(run_dir: str) -> ocp.CheckpointManager:
+  """A read-only manager of run `run_dir`'s checkpoints (that run is never changed);
+  BranchError when it has none."""
   directory = rundir.path(run_dir) / rundir.CHECKPOINT_DIR
   if not rundir.is_dir(str(directory)):
     raise BranchError(f"train.init_from={run_dir}: no {rundir.CHECKPOINT_DIR}/ there; train "
                       "that run first (its checkpoints are where this run starts)")
-  manager = ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(
+  return ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(
       read_only=True, create=False))
-  try:
-    steps = sorted(manager.all_steps())
-  finally:
-    manager.close()
+
+
+def _choose_branch_step(manager: ocp.CheckpointManager, run_dir: str, step: int) -> int:
+  steps = sorted(manager.all_steps())
   if step == -1 and steps:
     step = steps[-1]
   if step not in steps:
@@ -202,15 +201,24 @@ def branch_step(run_dir: str, step: int) -> int:
   return step
 
 
+def branch_step(run_dir: str, step: int) -> int:
+  """The checkpoint step of run `run_dir` that a branch starts from: `step`, or the newest for
+  -1. BranchError, naming the steps there are, when there is no such checkpoint; cheap (a
+  directory listing), so preflight asks before anything is built or compiled."""
+  manager = _open_base_run(run_dir)
+  try:
+    return _choose_branch_step(manager, run_dir, step)
+  finally:
+    manager.close()
+
+
 def restore_from_run(run_dir: str, step: int, abstract_state) -> tuple[Any, dict, int]:
   """(state, extra, step) of another run's checkpoint `step` (-1: its newest), opened read-only
   (that run is never changed): where a branch starts. BranchError (`branch_step`) when there
   is no such checkpoint, CheckpointError when it cannot be read."""
-  step = branch_step(run_dir, step)
-  directory = rundir.path(run_dir) / rundir.CHECKPOINT_DIR
-  manager = ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False))
+  manager = _open_base_run(run_dir)
   try:
+    step = _choose_branch_step(manager, run_dir, step)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))

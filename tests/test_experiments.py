@@ -220,6 +220,25 @@ def test_run_all_progress_counts_finished_and_partial_runs(tmp_path, capsys):
   run_all.add_to_record(out, "analyses", {"04_critical_batch": 2.0})
   assert run_all.experiment_times(run_all.read_record(out), [group]) == {
       "04_critical_batch": 62.0}
+  assert run_all.experiment_time_parts(run_all.read_record(out), [group]) == {
+      "04_critical_batch": (60.0, 2.0)}
+
+
+def test_run_all_records_the_load_each_sweep_trained_under(tmp_path, monkeypatch):
+  """The measured times come with the load average before and after each sweep's training (what
+  else shared the cores); a sweep with nothing left to train records none."""
+  def fake_sweep(runs, out_dir, **kw):
+    if out_dir.endswith("06_shape"):
+      return {r["name"]: sweep_lib.RunResult(r["name"], "skipped") for r in runs}
+    return {r["name"]: sweep_lib.RunResult(r["name"], "finished", 0, 3.0) for r in runs}
+
+  monkeypatch.setattr(sweep_lib, "run_sweep", fake_sweep)
+  monkeypatch.setattr(os, "getloadavg", iter([(0.5, 0, 0), (1.75, 0, 0), (9.0, 0, 0),
+                                              (9.0, 0, 0)]).__next__)
+  assert run_all.main(["--out", str(tmp_path), "--only", "4,6", "--skip-analysis"]) == 0
+  record = run_all.read_record(str(tmp_path))
+  assert record["load"] == {"04_critical_batch": [0.5, 1.75]}
+  assert record["runs"]["04_critical_batch/B8"] == 3.0
 
 
 def test_run_all_stops_at_an_interrupted_sweep(tmp_path, monkeypatch):
@@ -564,6 +583,19 @@ def _one_error_line(capsys, command: str) -> str:
   return err
 
 
+def test_load_runs_names_each_run_it_leaves_out(tmp_path, capsys):
+  """A sweep with one readable run and one whose config.json was cut short: the analysis gets the
+  readable run, and stderr names the other (it is not silently dropped)."""
+  from tests.test_runs import make_run
+  make_run(tmp_path, "good", 1e6, steps=range(10, 101, 10))
+  make_run(tmp_path, "cut", 2e6, steps=range(10, 101, 10))
+  (tmp_path / "cut" / "config.json").write_text('{"config": {"model"')
+  loaded = common.load_runs(str(tmp_path))
+  assert [r.name for r in loaded] == ["good"]
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("warning: ") and "cut/config.json" in err[0], err
+
+
 @pytest.mark.parametrize("name", ["03_l_of_n_d", "08_architectures", "09_lr_schedule"])
 def test_analysis_bad_input_is_one_line_and_exit_2(name, tmp_path, capsys):
   """A sweep whose one run has a damaged config.json (skipped, so nothing to analyse), a bad
@@ -573,7 +605,8 @@ def test_analysis_bad_input_is_one_line_and_exit_2(name, tmp_path, capsys):
   (run / "config.json").write_text('{"config": {"model"')
   main = _analysis(name).main
   assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 2
-  assert "no run directories" in _one_error_line(capsys, f"experiment {name}")
+  err = _one_error_line(capsys, f"experiment {name}")
+  assert "no run directories" in err and "B16/config.json" in err  # the skipped run is named
   assert main([str(tmp_path / "sweep"), "--bootstrap", "many"]) == 2
   assert "--bootstrap" in _one_error_line(capsys, f"experiment {name}")
   (tmp_path / "file").write_text("")

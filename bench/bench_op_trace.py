@@ -1,0 +1,186 @@
+"""Where the compiled CPU train step spends its time, op by op (a jax.profiler trace).
+
+  python bench/bench_op_trace.py [--shape 6x384] [--steps 2] [--no-write]
+
+Traces `--steps` steps of the jitted train step (GNS on; batch 32 x 128, vocab 4096, f32, the
+CPU defaults, as bench_train.py builds it) after two warm-up steps, reads the trace back with
+`jax.profiler.ProfileData`, and charges every XLA op its exclusive time on the threads that ran
+it (nested events subtracted). Each op is classed from the compiled HLO: a matmul (a dot or a
+fusion around one), another op (elementwise fusions, reductions, copies, loops' own
+bookkeeping), the XLA CPU runtime's own work between ops (`ThunkExecutor`), or waiting (a
+thread of the pool idle or waiting on another). The matmuls' rate is the step's exact FLOPs
+(`accounting`) over their thread-seconds divided by the cores: what the matmuls reach at these
+shapes, against the 1024^3 matmul that sets the peak. Writes the "Op-level trace of the step
+(CPU, issue 20)" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import glob
+import os
+import pathlib
+import re
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_train import Stepper, make_config  # noqa: E402
+from bench_trainer import SHAPE_KW, parse_shape  # noqa: E402
+from common import environment, publish  # noqa: E402
+
+import jax  # noqa: E402
+
+from scaling_jax import hardware  # noqa: E402
+
+HEADING = "## Op-level trace of the step (CPU, issue 20)"
+RUNTIME = ("ThunkExecutor::Execute",)  # the executor's own time between the ops it runs
+WAITING = ("SlinkyThreadPool::Await", "MutexLock")  # a pool thread waiting on others
+IDLE = "idle (no XLA op on a core, or another process had it)"
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*? ([\w\-]+)\(")
+_CALLS = re.compile(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
+
+
+def matmul_ops(hlo_text: str) -> set[str]:
+  """Names of the compiled module's instructions that are matmuls: dots and convolutions, and
+  fusions or custom calls whose computations contain one."""
+  ops: dict[str, str] = {}  # instruction -> opcode
+  calls: dict[str, list[str]] = {}  # instruction -> computations it calls
+  body: dict[str, list[str]] = collections.defaultdict(list)  # computation -> instructions
+  current = None
+  for line in hlo_text.splitlines():
+    if m := _COMPUTATION.match(line):
+      current = m.group(1)
+    elif (m := _INSTRUCTION.match(line)) and current is not None:
+      name, opcode = m.groups()
+      ops[name], calls[name] = opcode, _CALLS.findall(line)
+      body[current].append(name)
+
+  def contains_dot(computation: str, seen: set[str]) -> bool:
+    if computation in seen:
+      return False
+    seen.add(computation)
+    return any(ops[i] in ("dot", "convolution") or
+               any(contains_dot(c, seen) for c in calls[i]) for i in body.get(computation, ()))
+
+  return {name for name, opcode in ops.items()
+          if opcode in ("dot", "convolution") or (
+              opcode in ("fusion", "custom-call") and
+              any(contains_dot(c, set()) for c in calls[name]))}
+
+
+@dataclasses.dataclass
+class OpTime:
+  name: str
+  kind: str  # matmul | other op | runtime | waiting
+  count: int = 0
+  seconds: float = 0.0
+
+
+def exclusive_times(events) -> list[tuple[str, float]]:
+  """(name, exclusive seconds) of one thread's events: each event's duration less that of the
+  events nested directly inside it."""
+  events = sorted(events, key=lambda e: (e.start_ns, -e.duration_ns))
+  out, stack = [], []  # stack of [name, end_ns, exclusive_ns]
+  for e in events:
+    while stack and stack[-1][1] <= e.start_ns:
+      name, _, excl = stack.pop()
+      out.append((name, excl / 1e9))
+    if stack:
+      stack[-1][2] -= e.duration_ns
+    stack.append([e.name, e.start_ns + e.duration_ns, e.duration_ns])
+  out += [(name, excl / 1e9) for name, _, excl in stack]
+  return out
+
+
+def op_times(profile, matmuls: set[str]) -> tuple[dict[str, OpTime], int]:
+  """Exclusive time per op over the XLA threads of the host plane, and how many threads ran
+  XLA work."""
+  table: dict[str, OpTime] = {}
+  threads = 0
+  for plane in profile.planes:
+    if plane.name != "/host:CPU":
+      continue
+    for line in plane.lines:
+      if not line.name.startswith("tf_XLA"):
+        continue  # the Python thread and gRPC lines: not the step's ops
+      threads += 1
+      for name, seconds in exclusive_times(line.events):
+        if "wait for completion" in name:
+          continue  # the client thread waiting for the step: not work
+        kind = ("runtime" if name.startswith(RUNTIME) else
+                "waiting" if name.startswith(WAITING) else
+                "matmul" if name in matmuls else "other op")
+        op = table.setdefault(name, OpTime(name, kind))
+        op.count += 1
+        op.seconds += seconds
+  return table, threads
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--shape", default="6x384", help="n_layer x d_model")
+  parser.add_argument("--steps", type=int, default=2)
+  parser.add_argument("--top", type=int, default=12)
+  parser.add_argument("--no-write", action="store_true")
+  args = parser.parse_args(argv)
+  n_layer, d_model = parse_shape(args.shape)
+  load0 = os.getloadavg()[0]
+  stepper = Stepper(make_config(n_layer, d_model, gns=True, **SHAPE_KW))
+  with stepper._context():
+    hlo = stepper.step.lower(stepper.state, stepper.batches[0]).compile().as_text()
+  matmuls = matmul_ops(hlo)
+  stepper.run(2)
+  trace_dir = tempfile.mkdtemp(prefix="op_trace_")
+  with jax.profiler.trace(trace_dir):
+    t0 = time.perf_counter()
+    stepper.run(args.steps)
+    wall = time.perf_counter() - t0
+  (xplane,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+  table, threads = op_times(jax.profiler.ProfileData.from_file(xplane), matmuls)
+  peak = hardware.measure_matmul_peak()
+  load1 = os.getloadavg()[0]
+  cores = os.cpu_count() or 1
+  counts = stepper.counts
+  tokens = args.steps * stepper.config.train.batch_size * stepper.config.model.n_ctx
+  by_kind = collections.Counter()
+  for op in table.values():
+    by_kind[op.kind] += op.seconds
+  budget = wall * cores  # thread-seconds the cores had
+  by_kind[IDLE] = max(budget - sum(by_kind.values()), 0.0)
+  matmul_rate = counts.flops_per_token_exact * tokens / (by_kind["matmul"] / cores)
+  lines = [
+      f"`python bench/bench_op_trace.py --shape {args.shape} --steps {args.steps}` on "
+      f"{environment()}; load average {load0:.1f} -> {load1:.1f}.", "",
+      f"{args.steps} steps of the jitted train step at {args.shape} (N = {counts.n_params:,}; "
+      f"batch 32 x 128, vocab 4096, f32, GNS on, the CPU defaults) traced with jax.profiler: "
+      f"{wall / args.steps * 1e3:.0f} ms per step, {threads} XLA threads on {cores} cores. Each "
+      "op's exclusive time (nested events subtracted), classed from the compiled HLO; shares "
+      f"of the {cores} cores' time over the traced steps:", "",
+      "| where the time goes | thread-seconds per step | share of the cores |",
+      "| --- | --- | --- |"]
+  for kind in ("matmul", "other op", "runtime", "waiting", IDLE):
+    lines.append(f"| {kind} | {by_kind[kind] / args.steps:.2f} | "
+                 f"{100 * by_kind[kind] / budget:.1f}% |")
+  lines += ["", f"The matmuls run at **{matmul_rate / 1e9:.0f} GFLOP/s** on {cores} cores "
+            f"(the step's exact {counts.flops_per_token_exact * tokens / args.steps / 1e9:.1f} "
+            "GFLOP per step over their thread-seconds / cores), against the "
+            f"{peak / 1e9:.0f} GFLOP/s of the 1024^3 matmul measured in the same process "
+            f"({100 * matmul_rate / peak:.0f}% of it); the whole step reaches "
+            f"{100 * counts.flops_per_token_exact * tokens / wall / peak:.0f}% (its MFU).", "",
+            f"The {args.top} ops with the most time (all their executions, per step):", "",
+            "| op (compiled HLO name) | kind | executions per step | ms per step | share |",
+            "| --- | --- | --- | --- | --- |"]
+  for op in sorted(table.values(), key=lambda o: -o.seconds)[:args.top]:
+    lines.append(f"| {op.name} | {op.kind} | {op.count / args.steps:.0f} | "
+                 f"{op.seconds / args.steps * 1e3:.0f} | {100 * op.seconds / budget:.1f}% |")
+  publish(lines, HEADING, write=not args.no_write)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
