@@ -188,6 +188,20 @@ def experiment_times(record: dict[str, Any], groups: Sequence[Group]) -> dict[st
   return {name: sum(parts) for name, parts in experiment_time_parts(record, groups).items()}
 
 
+def run_analysis(name: str, sweep_dir: str, bootstrap: int | None) -> int:
+  """`analyze.py SWEEP_DIR` in this process; its exit code (1 for an unexpected exception,
+  printed with its traceback so the bug can be found)."""
+  module = common.load_module(EXPERIMENTS_DIR / name / "analyze.py")
+  argv = [sweep_dir, *ANALYSIS_ARGS.get(name, [])]
+  if bootstrap is not None:
+    argv += ["--bootstrap", str(bootstrap)]
+  try:
+    return int(module.main(argv))
+  except Exception:  # noqa: BLE001 -- one broken analysis must not stop the others
+    traceback.print_exc()
+    return 1
+
+
 @errors.boundary("experiments.run_all")
 def main(argv: Sequence[str]) -> int:
   parser = errors.ArgumentParser(

@@ -224,7 +224,7 @@ def test_run_all_progress_counts_finished_and_partial_runs(tmp_path, capsys):
       "04_critical_batch": (60.0, 2.0)}
 
 
-def test_run_all_records_the_load_each_sweep_trained_under(tmp_path, monkeypatch):
+def test_run_all_records_the_load_each_sweep_trained_under(tmp_path, monkeypatch, capsys):
   """The measured times come with the load average before and after each sweep's training (what
   else shared the cores); a sweep with nothing left to train records none."""
   def fake_sweep(runs, out_dir, **kw):
@@ -235,10 +235,13 @@ def test_run_all_records_the_load_each_sweep_trained_under(tmp_path, monkeypatch
   monkeypatch.setattr(sweep_lib, "run_sweep", fake_sweep)
   monkeypatch.setattr(os, "getloadavg", iter([(0.5, 0, 0), (1.75, 0, 0), (9.0, 0, 0),
                                               (9.0, 0, 0)]).__next__)
-  assert run_all.main(["--out", str(tmp_path), "--only", "4,6", "--skip-analysis"]) == 0
+  # The fake runs left no run directories: each analysis fails (exit 1), and says why.
+  assert run_all.main(["--out", str(tmp_path), "--only", "4,6"]) == 1
   record = run_all.read_record(str(tmp_path))
   assert record["load"] == {"04_critical_batch": [0.5, 1.75]}
   assert record["runs"]["04_critical_batch/B8"] == 3.0
+  assert set(record["analyses"]) == {"04_critical_batch", "06_shape"}
+  assert "no run directories" in capsys.readouterr().err
 
 
 def test_run_all_stops_at_an_interrupted_sweep(tmp_path, monkeypatch):
