@@ -241,10 +241,29 @@ def test_curves_that_never_reach_a_level_are_skipped_and_levels_dropped():
 
 
 def test_too_few_levels_for_power_law_is_a_note():
-  res = batch.analyze_batch_sweep([synthetic_curve(b) for b in BATCHES], levels=[4.3, 4.0])
-  assert res.power_law is None and any("needs >= 3" in n for n in res.notes)
-  with pytest.raises(batch.BatchSweepError, match="levels"):
+  res = batch.analyze_batch_sweep([synthetic_curve(b) for b in BATCHES], levels=[4.3])
+  assert res.power_law is None and any("needs >= 2" in n for n in res.notes)
+  with pytest.raises(batch.BatchSweepError, match="levels"):  # no errors: 2 levels are too few
     batch.fit_b_crit_power_law([4.0, 3.0], [1e5, 2e5])
+
+
+def test_two_levels_with_errors_give_an_untested_law_with_an_honest_interval():
+  """Two levels, each B_crit known within its own error, determine the power law; its interval
+  comes from those errors (it contains the truth, and widens in step with them), and the
+  result says that two levels cannot test the law."""
+  res = batch.analyze_batch_sweep([synthetic_curve(b) for b in BATCHES], levels=[4.6, 4.0])
+  law = res.power_law
+  assert law is not None and law.n_levels == 2
+  assert law.alpha_b == pytest.approx(ALPHA_B, rel=1e-4)
+  assert law.b_star == pytest.approx(B_STAR, rel=1e-3)
+  assert any("not tested" in n for n in res.notes)
+  loss, b_true = [4.6, 4.0], [batch.b_crit_kaplan(x, B_STAR, ALPHA_B) for x in (4.6, 4.0)]
+  narrow = batch.fit_b_crit_power_law(loss, b_true, [0.05, 0.05])
+  wide = batch.fit_b_crit_power_law(loss, b_true, [0.2, 0.2])
+  for fit in (narrow, wide):
+    assert fit.alpha_b_lo < ALPHA_B < fit.alpha_b_hi
+    assert fit.b_star_lo < B_STAR < fit.b_star_hi
+  assert wide.slope_se == pytest.approx(4 * narrow.slope_se)
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -29,6 +29,10 @@ from scaling_jax.scaling.laws import b_crit_kaplan, c_min, s_min  # noqa: F401  
 
 MIN_BATCH_SIZES = 3  # distinct batch sizes a level needs: S_min, E_min and one dof
 MIN_LEVELS = 3  # levels the B_crit(L) power law needs: B_*, α_B and one dof
+# ... or, when every level comes with its own error (se of log B_crit), 2: the line through two
+# measured points with known errors has an interval from those errors alone, but no dof is left
+# to test the power law itself (the result says so: n_levels == 2).
+MIN_LEVELS_KNOWN_ERRORS = 2
 
 
 class BatchSweepError(errors.UserError, ValueError):
@@ -271,27 +275,50 @@ def fit_b_crit_power_law(loss, b_crit, log_b_crit_se=None) -> PowerLawFit:
     raise BatchSweepError(f"{l.size} losses but {bc.size} B_crit values; pass one per level")
   if not (np.all(np.isfinite(l)) and np.all(np.isfinite(bc))) or np.any(l <= 0) or np.any(bc <= 0):
     raise BatchSweepError("losses and B_crit values must be positive and finite (no NaN)")
-  if len(np.unique(l)) < MIN_LEVELS:
-    raise BatchSweepError(f"{len(np.unique(l))} distinct loss levels; the B_crit(L) power law "
-                          f"needs >= {MIN_LEVELS}: use more levels or a wider loss range")
   weighted = False
   w = np.ones_like(l)
   if log_b_crit_se is not None:
     se = np.asarray(log_b_crit_se, float)
     if se.shape == l.shape and np.all(np.isfinite(se)) and np.all(se > 0):
       w, weighted = 1.0 / se**2, True
+  needed = MIN_LEVELS_KNOWN_ERRORS if weighted else MIN_LEVELS
+  if len(np.unique(l)) < needed:
+    raise BatchSweepError(f"{len(np.unique(l))} distinct loss levels; the B_crit(L) power law "
+                          f"needs >= {needed}{'' if weighted else ' (2 if each has an error)'}: "
+                          "use more levels or a wider loss range")
   a, b, cov, dof, _ = _wls_line(np.log(l), np.log(bc), w, scale_floor=1.0 if weighted else 0.0)
   if not b < 0:
     raise BatchSweepError(f"B_crit does not fall with the loss (slope {b:.3g} in log space); "
                           "the power law needs B_crit to grow as the loss drops")
   se_a, se_b = math.sqrt(max(cov[0, 0], 0.0)), math.sqrt(max(cov[1, 1], 0.0))
-  t = t_quantile_975(dof)
+  # Two levels leave no dof: the scale is then the levels' own (known) errors, so the normal
+  # quantile; with dof the residual scale may be larger, so Student's t.
+  t = t_quantile_975(dof) if dof >= 1 else t_quantile_975(10**9)
   b_lo, b_hi = b - t * se_b, b + t * se_b  # slope interval; α = −1/slope
   return PowerLawFit(
       b_star=math.exp(a), b_star_lo=math.exp(a - t * se_a), b_star_hi=math.exp(a + t * se_a),
       alpha_b=-1.0 / b, alpha_b_lo=-1.0 / b_lo if b_hi < 0 else None,
       alpha_b_hi=-1.0 / b_hi if b_hi < 0 else None, slope=b, slope_se=se_b, log_b_star_se=se_a,
       n_levels=len(l), weighted=weighted)
+
+
+def power_law_or_note(loss, b_crit, log_b_crit_se, name: str, what: str,
+                      notes: list[str]) -> PowerLawFit | None:
+  """`fit_b_crit_power_law` of the levels one method measured, or None with a note in `notes`
+  saying why; a law through only two levels comes with a note that it is not tested."""
+  if len(loss) < MIN_LEVELS_KNOWN_ERRORS:
+    notes.append(f"no {name} power law: {len(loss)} {what}, it needs >= "
+                 f"{MIN_LEVELS_KNOWN_ERRORS} (each with its error) or {MIN_LEVELS}")
+    return None
+  try:
+    law = fit_b_crit_power_law(loss, b_crit, log_b_crit_se)
+  except BatchSweepError as e:
+    notes.append(f"no {name} power law: {e}")
+    return None
+  if law.n_levels < MIN_LEVELS:
+    notes.append(f"{name}: {law.n_levels} {what}, so the power law goes through them (its "
+                 "interval from their errors alone) and is not tested by them")
+  return law
 
 
 # ---------------------------------------------------------------------------- the analysis
@@ -377,15 +404,9 @@ def analyze_batch_sweep(curves: Iterable[Curve | Sequence[Any]], levels=None,
       notes.append(f"loss {level:.4g} dropped: {e}")
   if not fits:
     raise BatchSweepError("no loss level could be fitted:\n  " + "\n  ".join(notes[-5:]))
-  power_law = None
-  if len(fits) >= MIN_LEVELS:
-    try:
-      power_law = fit_b_crit_power_law([f.loss for f in fits], [f.b_crit for f in fits],
-                                       [f.log_b_crit_se for f in fits])
-    except BatchSweepError as e:
-      notes.append(f"no B_crit(L) power law: {e}")
-  else:
-    notes.append(f"no B_crit(L) power law: {len(fits)} fitted levels, it needs >= {MIN_LEVELS}")
+  power_law = power_law_or_note([f.loss for f in fits], [f.b_crit for f in fits],
+                                [f.log_b_crit_se for f in fits], "B_crit(L)", "fitted levels",
+                                notes)
   return BatchSweepResult(batch_tokens=[c.batch_tokens for c in curves], names=names,
                           levels=fits, power_law=power_law, notes=notes)
 

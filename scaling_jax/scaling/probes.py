@@ -148,7 +148,8 @@ class ProbesResult:
 
 
 def analyze_probes(probes: Sequence[ProbeFit]) -> ProbesResult:
-  """The B_crit(L) power law of each definition over the branch points (>= 3 needed)."""
+  """The B_crit(L) power law of each definition over the branch points (>= 2, each with its
+  error; with 2 the law is determined, not tested: a note says so)."""
   probes = sorted(probes, key=lambda p: -p.loss)
   notes = [n for p in probes for n in p.notes]
   laws = []
@@ -158,15 +159,7 @@ def analyze_probes(probes: Sequence[ProbeFit]) -> ProbesResult:
        lambda p: (math.log(p.b_excess_hi / p.b_excess_lo) / (2 * 1.96)
                   if p.b_excess_lo and p.b_excess_hi else 0.0))):
     ok = [p for p in probes if value(p) is not None]
-    law = None
-    if len(ok) >= batch_lib.MIN_LEVELS:
-      try:
-        law = batch_lib.fit_b_crit_power_law([p.loss for p in ok], [value(p) for p in ok],
-                                             [se(p) for p in ok])
-      except batch_lib.BatchSweepError as e:
-        notes.append(f"no {name}(L) power law from the probes: {e}")
-    else:
-      notes.append(f"no {name}(L) power law from the probes: {len(ok)} branch points, it needs "
-                   f">= {batch_lib.MIN_LEVELS}")
-    laws.append(law)
+    laws.append(batch_lib.power_law_or_note([p.loss for p in ok], [value(p) for p in ok],
+                                            [se(p) for p in ok], f"{name}(L) from the probes",
+                                            "branch points", notes))
   return ProbesResult(probes=list(probes), b_crit_law=laws[0], b_excess_law=laws[1], notes=notes)
