@@ -28,8 +28,8 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_trainer import SHAPE_KW, parse_shape  # noqa: E402  (first: it skips the TPU probe)
 from bench_train import Stepper, make_config  # noqa: E402
-from bench_trainer import SHAPE_KW, parse_shape  # noqa: E402
 from common import environment, publish  # noqa: E402
 
 import jax  # noqa: E402

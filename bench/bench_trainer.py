@@ -4,7 +4,7 @@ on and off, against eager PyTorch and the bare jitted step, interleaved in one r
   pip install torch   # optional bench extra: pip install -e '.[bench]'
   python bench/bench_trainer.py [--shapes 2x64,4x128,4x256,6x384] [--rounds 2]
   python bench/bench_trainer.py --profile 4x128     # where one trainer run's time goes
-  python bench/bench_trainer.py --levers 6x384 [--lever-set passes|gns]  # step variants
+  python bench/bench_trainer.py --levers 6x384 [--lever-set passes|gns|gns-loop]  # step variants
   python bench/bench_trainer.py --xla-flags 6x384   # XLA CPU flag sets, one process each
 
 Each round runs, for every shape in turn: `scaling-jax train` (a fresh process and workdir,
@@ -40,9 +40,12 @@ from scaling_jax import cli  # noqa: E402
 
 cli.skip_absent_tpu()
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from scaling_jax import accounting, config as config_lib, hardware, metrics  # noqa: E402
+from scaling_jax import model as model_lib  # noqa: E402
 from scaling_jax import metric_keys as keys, train  # noqa: E402
 from bench_torch import TorchStepper  # noqa: E402  (imports torch only when built)
 from bench_train import Stepper, interleaved, make_config, paired_ratio  # noqa: E402
@@ -61,6 +64,9 @@ LEVER_SETS = {
     "gns": ("## GNS overhead of the step at the trainer's shapes (CPU, issue 20)", {
         "GNS off": {"gns.enabled": False}, "GNS on": {}}),
 }
+# --lever-set gns-loop: not config overrides but the gradient part of the step in three loop
+# layouts (gns_loop_levers).
+GNS_LOOP_HEADING = "## Trainer levers: the GNS accumulation loop (CPU, issue 20)"
 SHAPE_KW = dict(n_ctx=128, vocab=4096, batch=32)  # cpu_demo.py's batch, context and vocab
 # n_layer x d_model -> steps per log window. configs/cpu_demo.py logs every 20 steps; the two
 # large shapes log more often so that a round stays near a minute (a log step's host work, a
@@ -172,6 +178,91 @@ def levers(name: str, lever_set: str, rounds: int) -> list[str]:
            "| variant | step (ms) | vs the first |", "| --- | --- | --- |"]
   lines += [f"| {label} | {s.result()['step_s'] * 1e3:.0f} | {paired_ratio(base, s):.3f}x |"
             for label, s in steppers.items()]
+  return lines
+
+
+class GradientTimer:
+  """A jitted (params, batch) -> gradient-part function, timed call by call as Stepper times
+  steps (run(n, record) for `interleaved`)."""
+
+  def __init__(self, fn, params, batches):
+    self.fn, self.params, self.batches = jax.jit(fn), params, batches
+    self.calls, self.times = 0, []
+
+  def run(self, steps: int, record: bool = False) -> None:
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      out = self.fn(self.params, self.batches[self.calls % len(self.batches)])
+      jax.block_until_ready(out)
+      self.calls += 1
+      if record:
+        self.times.append(time.perf_counter() - t0)
+
+
+def one_scan_micro_batch_gradients(grad_fn, params, pieces_KPMT1):
+  """The lever: `train.micro_batch_gradients` as one scan over all k x p passes, the running
+  micro-batch gradient in the carry and its squared norm taken (lax.cond) after every p-th pass,
+  instead of a scan of micro-batches each scanning its passes."""
+  k, p = pieces_KPMT1.shape[:2]
+  pieces = pieces_KPMT1.reshape(k * p, *pieces_KPMT1.shape[2:])
+
+  def body(carry, xs):
+    l_acc, g_acc, g_mb, sq_acc = carry
+    i, piece_MT1 = xs
+    l, g = grad_fn(params, piece_MT1)
+    g_mb = jax.tree.map(jnp.add, g_mb, g)
+    last = i % p == p - 1
+    sq_acc = sq_acc + jax.lax.cond(last, lambda t: train._sq_norm(t) / p**2,
+                                   lambda t: jnp.zeros((), jnp.float32), g_mb)
+    g_mb = jax.tree.map(lambda m: jnp.where(last, jnp.zeros_like(m), m), g_mb)
+    return (l_acc + l, jax.tree.map(jnp.add, g_acc, g), g_mb, sq_acc), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  l_sum, g_sum, _, sq_sum = jax.lax.scan(
+      body, (jnp.zeros((), jnp.float32), zeros, zeros, jnp.zeros((), jnp.float32)),
+      (jnp.arange(k * p), pieces))[0]
+  return l_sum, g_sum, sq_sum
+
+
+def gns_loop_levers(name: str, rounds: int) -> list[str]:
+  """The gradient part of the step at SHAPE (loss and summed gradient over the batch, no
+  optimizer) in three layouts, interleaved: GNS off (one scan over the k x p passes), GNS on as
+  the trainer does it (`train.micro_batch_gradients`), and GNS on in one scan (the lever). The
+  two GNS-on layouts must agree on the loss, the gradient and the micro-batch norms."""
+  n_layer, d_model = parse_shape(name)
+  cfg = make_config(n_layer, d_model, gns=True, **SHAPE_KW)
+  stepper = Stepper(cfg)  # the trainer's params, mesh and batches
+  model = model_lib.build(cfg.model)
+  grad_fn = jax.value_and_grad(train.make_loss_fn(model))
+  k = config_lib.num_micro_batches(cfg)
+  p = train.passes_per_micro_batch(cfg, stepper.mesh)
+  split = lambda b: jax.vmap(lambda mb: train.interleave(mb, p))(train.interleave(b, k))
+  variants = {
+      f"GNS off: one scan over {k * p} passes":
+          lambda prm, b: train.summed_value_and_grad(grad_fn, prm, train.interleave(b, k * p)),
+      f"GNS on, the trainer: a scan of {k} micro-batches, each a scan of {p} passes":
+          lambda prm, b: train.micro_batch_gradients(grad_fn, prm, split(b)),
+      f"GNS on, the lever: one scan over {k * p} passes, a norm every {p}":
+          lambda prm, b: one_scan_micro_batch_gradients(grad_fn, prm, split(b)),
+  }
+  with stepper._context():
+    timers = {label: GradientTimer(fn, stepper.state.params, stepper.batches)
+              for label, fn in variants.items()}
+    interleaved(timers, rounds=rounds)
+    trainer, lever = (timers[label].fn(stepper.state.params, stepper.batches[0])
+                      for label in list(variants)[1:])
+  same = all(np.allclose(a, b, rtol=1e-5, atol=1e-7)
+             for a, b in zip(jax.tree.leaves(trainer), jax.tree.leaves(lever)))
+  base = next(iter(timers.values()))
+  lines = [f"`python bench/bench_trainer.py --levers {name} --lever-set gns-loop --rounds "
+           f"{rounds}`: the gradient part of the train step at {name} (loss and summed gradient "
+           f"of the 32 x 128 batch, no optimizer; vocab 4096, f32), each layout jitted "
+           f"separately, interleaved ({rounds} rounds of 2 timed calls), median; the ratio is "
+           "the median over rounds of the per-round ratio. The two GNS-on layouts give the "
+           f"same loss, gradient and micro-batch norms: {'yes' if same else 'NO'} (rtol 1e-5).",
+           "", "| layout | ms | vs GNS off |", "| --- | --- | --- |"]
+  lines += [f"| {label} | {1e3 * float(np.median(t.times)):.0f} | {paired_ratio(base, t):.3f}x |"
+            for label, t in timers.items()]
   return lines
 
 
@@ -359,7 +450,7 @@ def main(argv=None) -> int:
   parser.add_argument("--profile-steps", type=int, default=200)
   parser.add_argument("--levers", default="", metavar="SHAPE",
                       help="instead: the train step's variants (--lever-set) at SHAPE")
-  parser.add_argument("--lever-set", choices=list(LEVER_SETS), default="passes")
+  parser.add_argument("--lever-set", choices=[*LEVER_SETS, "gns-loop"], default="passes")
   parser.add_argument("--xla-flags", default="", metavar="SHAPE",
                       help="instead: the train step at SHAPE under XLA CPU flag sets")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -372,7 +463,9 @@ def main(argv=None) -> int:
     if shape not in SHAPES:
       parser.error(f"--levers and --xla-flags take one of {','.join(SHAPES)}")
     load0 = _load()
-    if args.levers:
+    if args.levers and args.lever_set == "gns-loop":
+      lines, heading = gns_loop_levers(shape, args.rounds), GNS_LOOP_HEADING
+    elif args.levers:
       lines, heading = levers(shape, args.lever_set, args.rounds), LEVER_SETS[args.lever_set][0]
     else:
       lines, heading = xla_flags(shape, args.rounds), XLA_FLAGS_HEADING

@@ -17,7 +17,7 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 RUNS = [["bench_loader.py"], ["bench_train.py", "--suite", "cpu"],
         ["bench_train.py", "--suite", "gns"], ["bench_profile.py"], ["bench_fitter.py"],
-        ["bench_memory.py"], ["bench_trainer.py", "--profile", "2x64"]]
+        ["bench_memory.py"], ["bench_trainer.py", "--profile", "2x64"], ["bench_op_trace.py"]]
 
 
 def main() -> int:

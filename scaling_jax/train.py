@@ -95,6 +95,23 @@ def summed_value_and_grad(grad_fn, params, pieces_PMT1):
   return jax.lax.scan(body, zeros, pieces_PMT1)[0]
 
 
+def micro_batch_gradients(grad_fn, params, pieces_KPMT1):
+  """(summed loss, summed gradient, summed squared norm of each micro-batch's mean gradient)
+  over k micro-batches of p passes each: one scan over the micro-batches, each summing its
+  passes (`summed_value_and_grad`) and adding its gradient's squared norm in the same body, so
+  the GNS's small-batch norms cost one norm per micro-batch and no second pass over memory."""
+  p = pieces_KPMT1.shape[1]
+
+  def body(carry, mb_PMT1):
+    l_acc, g_acc, sq_acc = carry
+    l, g = summed_value_and_grad(grad_fn, params, mb_PMT1)  # sums over p passes
+    return (l_acc + l, jax.tree.map(jnp.add, g_acc, g), sq_acc + _sq_norm(g) / p**2), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  return jax.lax.scan(
+      body, (jnp.zeros((), jnp.float32), zeros, jnp.zeros((), jnp.float32)), pieces_KPMT1)[0]
+
+
 def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation, lr_schedule,
                     mesh):
   """(state, batch [B, T+1]) -> (state, metrics), to be jitted with the state donated."""
@@ -116,15 +133,7 @@ def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation,
       # Micro-batch i takes rows i, i+k, ...; its pass j every p-th of those rows.
       pieces_KPMT1 = jax.vmap(lambda mb: interleave(mb, p))(interleave(batch_BT1, k))
       pieces_KPMT1 = jax.lax.with_sharding_constraint(pieces_KPMT1, pieces_sharding)
-
-      def body(carry, mb_PMT1):
-        l_acc, g_acc, sq_acc = carry
-        l, g = summed_value_and_grad(grad_fn, state.params, mb_PMT1)  # sums over p passes
-        return (l_acc + l, jax.tree.map(jnp.add, g_acc, g), sq_acc + _sq_norm(g) / p**2), None
-
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (l_sum, g_sum, sq_sum), _ = jax.lax.scan(
-          body, (jnp.zeros((), jnp.float32), zeros, jnp.zeros((), jnp.float32)), pieces_KPMT1)
+      l_sum, g_sum, sq_sum = micro_batch_gradients(grad_fn, state.params, pieces_KPMT1)
       grads = jax.tree.map(lambda g: g / (k * p), g_sum)
       loss, small_sq = l_sum / (k * p), sq_sum / k
 
