@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -76,25 +77,33 @@ def _measured_table(rows: list[tuple[str, int, float]], out: str) -> list[str]:
   groups = run_all.plan(run_all.experiment_names(), out, "cpu")
   parts = run_all.experiment_time_parts(record, groups)
   sweep_of = {name: g for g in groups for name in g.experiments}
-  lines = ["CPU time of each experiment's CPU sweep: **measured** end to end by "
+  lines = ["Wall time of each experiment's CPU sweep: **measured** end to end by "
            f"`python -m experiments.run_all --out {os.path.basename(os.path.normpath(out))}` "
            f"(training + analysis, from its `{run_all.RECORD}`; runs shared by several "
-           "experiments count for each) on this 2-core machine, with the 1-minute load average "
-           "before and after each sweep's training (the training itself keeps it near 2), beside "
-           "the estimate from the per-step costs above (s/step = a + b x FLOPs/step fitted per "
-           "architecture, plus the median overhead per run):", "",
-           "| experiment | runs | measured (training + analysis) | load average | estimated |",
-           "| --- | --- | --- | --- | --- |"]
+           "experiments count for each) on this 2-core machine, with how busy it was: the "
+           "1-minute load average before and after each sweep's training (its own runs "
+           "included) and the cores its runs got (their CPU-seconds over their wall time: 2 is "
+           "both cores, all to itself); beside the estimate from the per-step costs above "
+           "(s/step = a + b x FLOPs/step fitted per architecture, plus the median overhead per "
+           "run):", "",
+           "| experiment | runs | measured (training + analysis) | load average | cores used | "
+           "estimated |", "| --- | --- | --- | --- | --- | --- |"]
   for folder, n, estimate in rows:
-    train_s, analysis_s = parts.get(folder, (float("nan"), float("nan")))
+    train_s, analysis_s = parts.get(folder, (math.nan, math.nan))
     group = sweep_of.get(folder)
     shared = (f" (the {os.path.basename(group.sweep_dir)} sweep, shared)"
               if group is not None and len(group.experiments) > 1 else "")
-    measured = ("not measured" if train_s != train_s or analysis_s != analysis_s else
-                f"{_minutes(train_s)}{shared} + {_minutes(analysis_s)}")
+    measured = "not measured" if math.isnan(train_s) else (
+        f"{_minutes(train_s)}{shared} + "
+        f"{'no analysis' if math.isnan(analysis_s) else _minutes(analysis_s)}")
     load = record["load"].get(os.path.basename(group.sweep_dir)) if group else None
+    keys = [run_all.run_key(group, r["name"]) for r in group.runs] if group else []
+    cpu = [record["cpu"][k] for k in keys if k in record["cpu"]]
+    wall = [record["runs"][k] for k in keys if k in record["cpu"] and k in record["runs"]]
+    cores = f"{sum(cpu) / sum(wall):.2f}" if cpu and sum(wall) > 0 else "-"
     load_text = f"{load[0]:.1f} -> {load[1]:.1f}" if load else "-"
-    lines.append(f"| {folder} | {n} | {measured} | {load_text} | {estimate / 60:.0f} min |")
+    lines.append(f"| {folder} | {n} | {measured} | {load_text} | {cores} | "
+                 f"{estimate / 60:.0f} min |")
   return lines
 
 

@@ -23,6 +23,7 @@ import glob
 import os
 import pathlib
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -39,17 +40,21 @@ from scaling_jax import hardware  # noqa: E402
 HEADING = "## Op-level trace of the step (CPU, issue 20)"
 RUNTIME = ("ThunkExecutor::Execute",)  # the executor's own time between the ops it runs
 WAITING = ("SlinkyThreadPool::Await", "MutexLock")  # a pool thread waiting on others
-IDLE = "idle (no XLA op on a core, or another process had it)"
+IDLE = "idle (no XLA op running on a core)"
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*? ([\w\-]+)\(")
-_CALLS = re.compile(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
+_CALLS = re.compile(r"(?:calls|to_apply|body|condition|true_computation|false_computation|"
+                    r"branch_computations)=\{?([%\w.\-, ]+)\}?")
+_MATMUL_TARGET = re.compile(r'custom_call_target="[^"]*(?:matmul|gemm|dot)[^"]*"', re.I)
 
 
-def matmul_ops(hlo_text: str) -> set[str]:
-  """Names of the compiled module's instructions that are matmuls: dots and convolutions, and
-  fusions or custom calls whose computations contain one."""
+def matmul_ops(hlo_text: str) -> tuple[set[str], set[str]]:
+  """(the compiled module's instructions that are matmuls: dots and convolutions, fusions or
+  custom calls whose computations contain one, and calls into a matmul library; all its
+  instruction names)."""
   ops: dict[str, str] = {}  # instruction -> opcode
   calls: dict[str, list[str]] = {}  # instruction -> computations it calls
+  matmul_calls: set[str] = set()  # custom calls into a matmul library (oneDNN, ...)
   body: dict[str, list[str]] = collections.defaultdict(list)  # computation -> instructions
   current = None
   for line in hlo_text.splitlines():
@@ -57,7 +62,11 @@ def matmul_ops(hlo_text: str) -> set[str]:
       current = m.group(1)
     elif (m := _INSTRUCTION.match(line)) and current is not None:
       name, opcode = m.groups()
-      ops[name], calls[name] = opcode, _CALLS.findall(line)
+      ops[name] = opcode
+      calls[name] = [c.strip().lstrip("%") for group in _CALLS.findall(line)
+                     for c in group.split(",") if c.strip()]
+      if opcode == "custom-call" and _MATMUL_TARGET.search(line):
+        matmul_calls.add(name)
       body[current].append(name)
 
   def contains_dot(computation: str, seen: set[str]) -> bool:
@@ -67,10 +76,11 @@ def matmul_ops(hlo_text: str) -> set[str]:
     return any(ops[i] in ("dot", "convolution") or
                any(contains_dot(c, seen) for c in calls[i]) for i in body.get(computation, ()))
 
-  return {name for name, opcode in ops.items()
-          if opcode in ("dot", "convolution") or (
-              opcode in ("fusion", "custom-call") and
-              any(contains_dot(c, set()) for c in calls[name]))}
+  matmuls = matmul_calls | {name for name, opcode in ops.items()
+                            if opcode in ("dot", "convolution") or (
+                                opcode in ("fusion", "custom-call") and
+                                any(contains_dot(c, set()) for c in calls[name]))}
+  return matmuls, set(ops)
 
 
 @dataclasses.dataclass
@@ -89,11 +99,12 @@ def exclusive_times(events) -> list[tuple[str, float]]:
   for e in events:
     while stack and stack[-1][1] <= e.start_ns:
       name, _, excl = stack.pop()
-      out.append((name, excl / 1e9))
-    if stack:
-      stack[-1][2] -= e.duration_ns
-    stack.append([e.name, e.start_ns + e.duration_ns, e.duration_ns])
-  out += [(name, excl / 1e9) for name, _, excl in stack]
+      out.append((name, max(excl, 0) / 1e9))
+    end = e.start_ns + e.duration_ns
+    if stack:  # a child that outlasts its parent (clock rounding) is charged only inside it
+      stack[-1][2] -= min(end, stack[-1][1]) - e.start_ns
+    stack.append([e.name, end, e.duration_ns])
+  out += [(name, max(excl, 0) / 1e9) for name, _, excl in stack]
   return out
 
 
@@ -128,12 +139,14 @@ def main(argv=None) -> int:
   parser.add_argument("--top", type=int, default=12)
   parser.add_argument("--no-write", action="store_true")
   args = parser.parse_args(argv)
+  if args.steps < 1:
+    parser.error("--steps must be >= 1")
   n_layer, d_model = parse_shape(args.shape)
   load0 = os.getloadavg()[0]
   stepper = Stepper(make_config(n_layer, d_model, gns=True, **SHAPE_KW))
   with stepper._context():
     hlo = stepper.step.lower(stepper.state, stepper.batches[0]).compile().as_text()
-  matmuls = matmul_ops(hlo)
+  matmuls, hlo_names = matmul_ops(hlo)
   stepper.run(2)
   trace_dir = tempfile.mkdtemp(prefix="op_trace_")
   with jax.profiler.trace(trace_dir):
@@ -142,6 +155,11 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
   (xplane,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
   table, threads = op_times(jax.profiler.ProfileData.from_file(xplane), matmuls)
+  shutil.rmtree(trace_dir, ignore_errors=True)
+  if not any(op.kind == "matmul" for op in table.values()):
+    print("bench_op_trace: no traced op matched a matmul of the compiled HLO (the trace's op "
+          "names differ from this jax version's HLO names); nothing to report", file=sys.stderr)
+    return 1
   peak = hardware.measure_matmul_peak()
   load1 = os.getloadavg()[0]
   cores = os.cpu_count() or 1
@@ -151,7 +169,11 @@ def main(argv=None) -> int:
   for op in table.values():
     by_kind[op.kind] += op.seconds
   budget = wall * cores  # thread-seconds the cores had
-  by_kind[IDLE] = max(budget - sum(by_kind.values()), 0.0)
+  busy = sum(by_kind.values())
+  by_kind[IDLE] = max(budget - busy, 0.0)
+  op_s = sum(op.seconds for op in table.values() if op.kind in ("matmul", "other op"))
+  matched = sum(op.seconds for op in table.values()
+                if op.kind in ("matmul", "other op") and op.name in hlo_names)
   matmul_rate = counts.flops_per_token_exact * tokens / (by_kind["matmul"] / cores)
   lines = [
       f"`python bench/bench_op_trace.py --shape {args.shape} --steps {args.steps}` on "
@@ -159,8 +181,12 @@ def main(argv=None) -> int:
       f"{args.steps} steps of the jitted train step at {args.shape} (N = {counts.n_params:,}; "
       f"batch 32 x 128, vocab 4096, f32, GNS on, the CPU defaults) traced with jax.profiler: "
       f"{wall / args.steps * 1e3:.0f} ms per step, {threads} XLA threads on {cores} cores. Each "
-      "op's exclusive time (nested events subtracted), classed from the compiled HLO; shares "
-      f"of the {cores} cores' time over the traced steps:", "",
+      "op's exclusive time (nested events subtracted), classed from the compiled HLO "
+      f"({100 * matched / op_s:.0f}% of the ops' time under names found there); shares of the "
+      f"{cores} cores' time over the traced steps (an event's time includes any time its "
+      "thread was descheduled, so other processes' time lands in the ops, not in idle" +
+      (f"; here the threads' events add up to {busy / budget:.2f}x the cores' time)"
+       if busy > budget else ")") + ":", "",
       "| where the time goes | thread-seconds per step | share of the cores |",
       "| --- | --- | --- |"]
   for kind in ("matmul", "other op", "runtime", "waiting", IDLE):

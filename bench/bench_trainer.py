@@ -236,10 +236,12 @@ def gns_loop_levers(name: str, rounds: int) -> list[str]:
   grad_fn = jax.value_and_grad(train.make_loss_fn(model))
   k = config_lib.num_micro_batches(cfg)
   p = train.passes_per_micro_batch(cfg, stepper.mesh)
+  off = make_config(n_layer, d_model, gns=False, **SHAPE_KW)
+  p_off = train.passes_per_micro_batch(off, stepper.mesh)  # GNS off: one micro-batch
   split = lambda b: jax.vmap(lambda mb: train.interleave(mb, p))(train.interleave(b, k))
   variants = {
-      f"GNS off: one scan over {k * p} passes":
-          lambda prm, b: train.summed_value_and_grad(grad_fn, prm, train.interleave(b, k * p)),
+      f"GNS off: one scan over {p_off} passes (the trainer)":
+          lambda prm, b: train.summed_value_and_grad(grad_fn, prm, train.interleave(b, p_off)),
       f"GNS on, the trainer: a scan of {k} micro-batches, each a scan of {p} passes":
           lambda prm, b: train.micro_batch_gradients(grad_fn, prm, split(b)),
       f"GNS on, the lever: one scan over {k * p} passes, a norm every {p}":
@@ -251,7 +253,7 @@ def gns_loop_levers(name: str, rounds: int) -> list[str]:
     interleaved(timers, rounds=rounds)
     trainer, lever = (timers[label].fn(stepper.state.params, stepper.batches[0])
                       for label in list(variants)[1:])
-  same = all(np.allclose(a, b, rtol=1e-5, atol=1e-7)
+  same = all(np.allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(a))))
              for a, b in zip(jax.tree.leaves(trainer), jax.tree.leaves(lever)))
   base = next(iter(timers.values()))
   lines = [f"`python bench/bench_trainer.py --levers {name} --lever-set gns-loop --rounds "
@@ -259,7 +261,8 @@ def gns_loop_levers(name: str, rounds: int) -> list[str]:
            f"of the 32 x 128 batch, no optimizer; vocab 4096, f32), each layout jitted "
            f"separately, interleaved ({rounds} rounds of 2 timed calls), median; the ratio is "
            "the median over rounds of the per-round ratio. The two GNS-on layouts give the "
-           f"same loss, gradient and micro-batch norms: {'yes' if same else 'NO'} (rtol 1e-5).",
+           f"same loss, gradient and micro-batch norms: {'yes' if same else 'NO'} (to 1e-4 "
+           "relative, 1e-5 of each array's largest entry: the sums run in other orders).",
            "", "| layout | ms | vs GNS off |", "| --- | --- | --- |"]
   lines += [f"| {label} | {1e3 * float(np.median(t.times)):.0f} | {paired_ratio(base, t):.3f}x |"
             for label, t in timers.items()]

@@ -136,7 +136,8 @@ def load_runs(dirs: str | Sequence[str], statuses: tuple[str, ...] | None = None
   except laws.FitError:
     out = []
   if not out:
-    why = f" ({'; '.join(skipped)})" if skipped else ""
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    why = f" ({'; '.join(skipped[:3])}{more})" if skipped else ""
     raise ExperimentError(f"no run directories with config.json and metrics under {dirs}{why}; "
                           "run the experiment's sweep first (see experiments/README.md)")
   for w in skipped:

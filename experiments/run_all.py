@@ -148,12 +148,14 @@ class _SweepStream(io.TextIOBase):
 
 
 def read_record(out: str) -> dict[str, Any]:
-  """OUT/run_all.json: {"runs": {run dir: wall s}, "analyses": {experiment: wall s},
-  "load": {sweep dir: [1-min load average before its training, after it]}} (what else shared
-  the cores while the times were measured)."""
+  """OUT/run_all.json: {"runs": {run dir: wall s}, "cpu": {run dir: CPU s of its training
+  process}, "analyses": {experiment: wall s}, "load": {sweep dir: [1-min load average before
+  the last invocation that trained it, after]}}. How busy the machine was: a run's CPU s / wall s
+  is the cores it got (2 alone on 2 idle cores, less if others took them); the load average
+  counts the sweep's own runs too (about 2 per run training at once)."""
   record = rundir.read_json(os.path.join(out, RECORD),
-                            {"runs": dict, "analyses": dict, "load": dict})
-  return {"runs": {}, "analyses": {}, "load": {}, **(record or {})}
+                            {"runs": dict, "cpu": dict, "analyses": dict, "load": dict})
+  return {"runs": {}, "cpu": {}, "analyses": {}, "load": {}, **(record or {})}
 
 
 def add_to_record(out: str, section: str, times: dict[str, float]) -> dict[str, Any]:
@@ -238,8 +240,10 @@ def main(argv: Sequence[str]) -> int:
     results = sweep_lib.run_sweep(g.runs, g.sweep_dir, parallel=args.parallel,
                                   stream=_SweepStream(progress, sys.stderr),
                                   sweep_dir=str(EXPERIMENTS_DIR / g.experiments[0]))
-    add_to_record(args.out, "runs", {run_key(g, r.name): r.wall_s
-                                     for r in results.values() if r.status == "finished"})
+    finished = [r for r in results.values() if r.status == "finished"]
+    add_to_record(args.out, "runs", {run_key(g, r.name): r.wall_s for r in finished})
+    add_to_record(args.out, "cpu", {run_key(g, r.name): r.cpu_s for r in finished
+                                    if r.cpu_s is not None})
     if any(r.wall_s for r in results.values()):  # something trained: under what load
       add_to_record(args.out, "load", {os.path.basename(g.sweep_dir):
                                        [round(load_before, 2), round(os.getloadavg()[0], 2)]})

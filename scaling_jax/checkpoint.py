@@ -192,6 +192,7 @@ def _open_base_run(run_dir: str) -> ocp.CheckpointManager:
 
 
 def _choose_branch_step(manager: ocp.CheckpointManager, run_dir: str, step: int) -> int:
+  """`step` (the newest for -1) if the manager holds it, else BranchError naming those it has."""
   steps = sorted(manager.all_steps())
   if step == -1 and steps:
     step = steps[-1]
@@ -214,8 +215,9 @@ def branch_step(run_dir: str, step: int) -> int:
 
 def restore_from_run(run_dir: str, step: int, abstract_state) -> tuple[Any, dict, int]:
   """(state, extra, step) of another run's checkpoint `step` (-1: its newest), opened read-only
-  (that run is never changed): where a branch starts. BranchError (`branch_step`) when there
-  is no such checkpoint, CheckpointError when it cannot be read."""
+  (that run is never changed): where a branch starts. BranchError (as `branch_step`, which
+  preflight asks first) when there is no such checkpoint, CheckpointError when it cannot be
+  read; the manager is opened once for the listing and the restore."""
   manager = _open_base_run(run_dir)
   try:
     step = _choose_branch_step(manager, run_dir, step)

@@ -271,7 +271,8 @@ def _law_dict(law: batch_lib.PowerLawFit | None) -> dict[str, Any] | None:
   if law is None:
     return None
   return {"B_star": law.b_star, "B_star_interval": [law.b_star_lo, law.b_star_hi],
-          "alpha_B": law.alpha_b, "alpha_B_interval": [law.alpha_b_lo, law.alpha_b_hi]}
+          "alpha_B": law.alpha_b, "alpha_B_interval": [law.alpha_b_lo, law.alpha_b_hi],
+          "n_levels": law.n_levels, "tested": law.n_levels >= batch_lib.MIN_LEVELS}
 
 
 def analyze(s, runs_dir: str, points: list[BranchPoint], bootstrap: int = 1000,
@@ -413,8 +414,10 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     if law:
       bs, a = law.get("B_star_interval") or [None, None], law.get("alpha_B_interval") or [None,
                                                                                             None]
+      untested = (f" (through {law['n_levels']} levels, untested)"
+                  if law.get("tested") is False else "")
       lines.append(f"{name:<7} | {_g(law['B_star'])} [{_g(bs[0])}, {_g(bs[1])}] | "
-                   f"{_g(law['alpha_B'])} [{_g(a[0])}, {_g(a[1])}]")
+                   f"{_g(law['alpha_B'])} [{_g(a[0])}, {_g(a[1])}]{untested}")
   lines.append("cost    | runs | tokens  | train time (s)")
   for name, c in r["cost"].items():
     lines.append(f"{name:<7} | {c['runs']:>4} | {c['tokens']:.3g} | {c['time_s']:.0f}")

@@ -230,16 +230,18 @@ def test_run_all_records_the_load_each_sweep_trained_under(tmp_path, monkeypatch
   def fake_sweep(runs, out_dir, **kw):
     if out_dir.endswith("06_shape"):
       return {r["name"]: sweep_lib.RunResult(r["name"], "skipped") for r in runs}
-    return {r["name"]: sweep_lib.RunResult(r["name"], "finished", 0, 3.0) for r in runs}
+    return {r["name"]: sweep_lib.RunResult(r["name"], "finished", 0, 3.0, cpu_s=5.5)
+            for r in runs}
 
   monkeypatch.setattr(sweep_lib, "run_sweep", fake_sweep)
   monkeypatch.setattr(os, "getloadavg", iter([(0.5, 0, 0), (1.75, 0, 0), (9.0, 0, 0),
                                               (9.0, 0, 0)]).__next__)
-  # The fake runs left no run directories: each analysis fails (exit 1), and says why.
+  # The fake runs left no run directories: each analysis fails, says why, and run_all exits 1.
   assert run_all.main(["--out", str(tmp_path), "--only", "4,6"]) == 1
   record = run_all.read_record(str(tmp_path))
   assert record["load"] == {"04_critical_batch": [0.5, 1.75]}
   assert record["runs"]["04_critical_batch/B8"] == 3.0
+  assert record["cpu"]["04_critical_batch/B8"] == 5.5
   assert set(record["analyses"]) == {"04_critical_batch", "06_shape"}
   assert "no run directories" in capsys.readouterr().err
 

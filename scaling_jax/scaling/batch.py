@@ -33,6 +33,7 @@ MIN_LEVELS = 3  # levels the B_crit(L) power law needs: B_*, α_B and one dof
 # measured points with known errors has an interval from those errors alone, but no dof is left
 # to test the power law itself (the result says so: n_levels == 2).
 MIN_LEVELS_KNOWN_ERRORS = 2
+Z_975 = 1.959964  # the normal 0.975 quantile
 
 
 class BatchSweepError(errors.UserError, ValueError):
@@ -54,6 +55,15 @@ def t_quantile_975(dof: int) -> float:
   inv = [0.0] + [1.0 / d for d, _ in reversed(_T975)]
   vals = [1.959964] + [t for _, t in reversed(_T975)]
   return float(np.interp(1.0 / dof, inv, vals))
+
+
+def error_of_interval(lo: float | None, hi: float | None) -> float:
+  """The standard error of log x that a normal 95% interval [lo, hi] of x has: how the B_crit(L)
+  law weighs each level by the level's own interval, whatever gave it (a t-interval of a fit,
+  a bootstrap); 0 (unknown) without a finite positive interval."""
+  if not (lo and hi and 0 < lo < hi < math.inf):
+    return 0.0
+  return math.log(hi / lo) / (2 * Z_975)
 
 
 def _wls_line(x, y, w, scale_floor: float = 0.0):
@@ -204,6 +214,12 @@ class LevelFit:
   def log_b_crit_se(self) -> float:
     return self.b_crit_se / self.b_crit
 
+  @property
+  def log_b_crit_error(self) -> float:
+    """The level's own 95% interval as a standard error of log B_crit (`error_of_interval`):
+    with few batch sizes, wider than the delta method's se by t(dof)/1.96."""
+    return error_of_interval(self.b_crit_lo, self.b_crit_hi)
+
   def steps_at(self, batch_tokens):
     """The fitted S(B) = S_min + E_min / B."""
     return self.s_min + self.e_min / np.asarray(batch_tokens, float)
@@ -265,10 +281,11 @@ class PowerLawFit:
 def fit_b_crit_power_law(loss, b_crit, log_b_crit_se=None) -> PowerLawFit:
   """Fits B_crit(L) = B_* / L^(1/α_B) by (weighted) least squares in log space.
 
-  Weights 1/se² when every level has a positive se(log B_crit), else unweighted; weighted,
-  the intervals are never narrower than those se allow, however well the few levels happen
-  to line up. The levels share runs, so their errors are correlated; the intervals are a
-  guide, not exact.
+  log_b_crit_se: each level's error (`error_of_interval` of its own 95% interval). Weights
+  1/se² when every level has one, else unweighted (and then >= 3 levels). Weighted, the errors
+  count as known: the intervals are never narrower than they allow, however well the few
+  levels happen to line up, and two levels suffice (a line through them, untested). The
+  levels share runs, so their errors are correlated; the intervals are a guide, not exact.
   """
   l, bc = np.asarray(loss, float), np.asarray(b_crit, float)
   if l.shape != bc.shape:
@@ -283,17 +300,19 @@ def fit_b_crit_power_law(loss, b_crit, log_b_crit_se=None) -> PowerLawFit:
       w, weighted = 1.0 / se**2, True
   needed = MIN_LEVELS_KNOWN_ERRORS if weighted else MIN_LEVELS
   if len(np.unique(l)) < needed:
+    why = "" if weighted or log_b_crit_se is None else " (a level's error is not a positive number)"
     raise BatchSweepError(f"{len(np.unique(l))} distinct loss levels; the B_crit(L) power law "
-                          f"needs >= {needed}{'' if weighted else ' (2 if each has an error)'}: "
-                          "use more levels or a wider loss range")
-  a, b, cov, dof, _ = _wls_line(np.log(l), np.log(bc), w, scale_floor=1.0 if weighted else 0.0)
+                          f"needs >= {needed}{'' if weighted else ' (2 if each has an error)'}"
+                          f"{why}: use more levels or a wider loss range")
+  a, b, cov, dof, s2 = _wls_line(np.log(l), np.log(bc), w, scale_floor=1.0 if weighted else 0.0)
   if not b < 0:
     raise BatchSweepError(f"B_crit does not fall with the loss (slope {b:.3g} in log space); "
                           "the power law needs B_crit to grow as the loss drops")
   se_a, se_b = math.sqrt(max(cov[0, 0], 0.0)), math.sqrt(max(cov[1, 1], 0.0))
-  # Two levels leave no dof: the scale is then the levels' own (known) errors, so the normal
-  # quantile; with dof the residual scale may be larger, so Student's t.
-  t = t_quantile_975(dof) if dof >= 1 else t_quantile_975(10**9)
+  # Where the levels' own errors set the scale (always for two levels, which leave no dof), they
+  # are taken as known: the normal quantile, so a third level on the line narrows the interval.
+  # Where the levels scatter more than those errors allow, the residual scale: Student's t.
+  t = Z_975 if weighted and s2 <= 1.0 else t_quantile_975(dof)
   b_lo, b_hi = b - t * se_b, b + t * se_b  # slope interval; α = −1/slope
   return PowerLawFit(
       b_star=math.exp(a), b_star_lo=math.exp(a - t * se_a), b_star_hi=math.exp(a + t * se_a),
@@ -302,21 +321,22 @@ def fit_b_crit_power_law(loss, b_crit, log_b_crit_se=None) -> PowerLawFit:
       n_levels=len(l), weighted=weighted)
 
 
-def power_law_or_note(loss, b_crit, log_b_crit_se, name: str, what: str,
-                      notes: list[str]) -> PowerLawFit | None:
-  """`fit_b_crit_power_law` of the levels one method measured, or None with a note in `notes`
-  saying why; a law through only two levels comes with a note that it is not tested."""
+def power_law_or_note(loss, b_crit, log_b_crit_error, name: str, what: str, notes: list[str],
+                      source: str = "") -> PowerLawFit | None:
+  """`fit_b_crit_power_law` of the levels one method (`source`) measured, or None with a note in
+  `notes` saying why; a law through only two levels comes with a note that it is untested."""
+  src = f" from {source}" if source else ""
   if len(loss) < MIN_LEVELS_KNOWN_ERRORS:
-    notes.append(f"no {name} power law: {len(loss)} {what}, it needs >= "
+    notes.append(f"no {name} power law{src}: {len(loss)} {what}, it needs >= "
                  f"{MIN_LEVELS_KNOWN_ERRORS} (each with its error) or {MIN_LEVELS}")
     return None
   try:
-    law = fit_b_crit_power_law(loss, b_crit, log_b_crit_se)
+    law = fit_b_crit_power_law(loss, b_crit, log_b_crit_error)
   except BatchSweepError as e:
-    notes.append(f"no {name} power law: {e}")
+    notes.append(f"no {name} power law{src}: {e}")
     return None
   if law.n_levels < MIN_LEVELS:
-    notes.append(f"{name}: {law.n_levels} {what}, so the power law goes through them (its "
+    notes.append(f"{name}{src}: {law.n_levels} {what}, so the power law goes through them (its "
                  "interval from their errors alone) and is not tested by them")
   return law
 
@@ -405,7 +425,7 @@ def analyze_batch_sweep(curves: Iterable[Curve | Sequence[Any]], levels=None,
   if not fits:
     raise BatchSweepError("no loss level could be fitted:\n  " + "\n  ".join(notes[-5:]))
   power_law = power_law_or_note([f.loss for f in fits], [f.b_crit for f in fits],
-                                [f.log_b_crit_se for f in fits], "B_crit(L)", "fitted levels",
+                                [f.log_b_crit_error for f in fits], "B_crit(L)", "fitted levels",
                                 notes)
   return BatchSweepResult(batch_tokens=[c.batch_tokens for c in curves], names=names,
                           levels=fits, power_law=power_law, notes=notes)

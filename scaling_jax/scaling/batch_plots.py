@@ -89,8 +89,10 @@ def plot_b_crit_vs_loss(result: batch_lib.BatchSweepResult,
     grid = np.geomspace(min(losses), max(losses), 100)
     if result.power_law is not None:
       pl = result.power_law
-      ax.plot(grid, pl.predict(grid), "-", color="C0", gid="power_law",
-              label=f"fit: {pl.b_star:.3g} / L^(1/{pl.alpha_b:.3g})")
+      untested = pl.n_levels < batch_lib.MIN_LEVELS
+      ax.plot(grid, pl.predict(grid), "--" if untested else "-", color="C0", gid="power_law",
+              label=f"fit: {pl.b_star:.3g} / L^(1/{pl.alpha_b:.3g})"
+                    + (f" (through {pl.n_levels} levels, untested)" if untested else ""))
     if kaplan:
       ax.plot(grid, batch_lib.b_crit_kaplan(grid), "--", color="gray", gid="kaplan",
               label="Kaplan: 2e8 / L^(1/0.21)")
@@ -130,6 +132,7 @@ def plot_three_methods(report: dict, ax=None):
   fig, ax = _new_axes(ax)
   rows = report["levels"]
   losses = [r["loss"] for r in rows]
+  untested_drawn = False
   for k, (key, (label, color, marker)) in enumerate(METHOD_STYLE.items()):
     src, b, lo, hi = ("probe", "b_20", "b_20_lo", "b_20_hi") if key == "probe_20" else (
         key, "b", "lo", "hi")
@@ -147,8 +150,13 @@ def plot_three_methods(report: dict, ax=None):
     law = report["laws"].get(key)
     if law and law.get("alpha_B") and len(losses) > 1:
       grid = np.geomspace(min(losses), max(losses), 50)
-      ax.plot(grid, law["B_star"] * grid ** (-1.0 / law["alpha_B"]), "-", color=color,
-              alpha=0.5, lw=1, gid=f"law:{key}")
+      untested = law.get("tested") is False  # a line through two levels: dashed
+      untested_drawn = untested_drawn or untested
+      ax.plot(grid, law["B_star"] * grid ** (-1.0 / law["alpha_B"]), "--" if untested else "-",
+              color=color, alpha=0.5, lw=1, gid=f"law:{key}")
+  if untested_drawn:
+    ax.plot([], [], "--", color="gray", lw=1, label="dashed: a B_*/L^(1/α_B) law through 2 "
+            "levels (untested)")
   _finish(ax, "loss (nats/token)", "critical batch (tokens)",
           f"Critical batch three ways, N = {report['model']['n_params']:.3g}", loss_axis=True)
   if ax.get_legend() is not None:  # below the axes: inside, it hides a method's point

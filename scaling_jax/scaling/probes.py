@@ -77,8 +77,12 @@ class ProbeFit:
   notes: list[str]
 
   @property
-  def log_b_crit_se(self) -> float:
-    return (math.log(self.b_crit_hi) - math.log(self.b_crit_lo)) / (2 * 1.96)
+  def log_b_crit_error(self) -> float:
+    return batch_lib.error_of_interval(self.b_crit_lo, self.b_crit_hi)
+
+  @property
+  def log_b_excess_error(self) -> float:
+    return batch_lib.error_of_interval(self.b_excess_lo, self.b_excess_hi)
 
 
 def analyze_probe(batch_tokens: Sequence[float], steps: Sequence[float], *, start_loss: float,
@@ -153,13 +157,11 @@ def analyze_probes(probes: Sequence[ProbeFit]) -> ProbesResult:
   probes = sorted(probes, key=lambda p: -p.loss)
   notes = [n for p in probes for n in p.notes]
   laws = []
-  for name, value, se in (
-      ("B_crit", lambda p: p.b_crit, lambda p: p.log_b_crit_se),
-      (f"B_{int(round(100 * EXCESS))}", lambda p: p.b_excess,
-       lambda p: (math.log(p.b_excess_hi / p.b_excess_lo) / (2 * 1.96)
-                  if p.b_excess_lo and p.b_excess_hi else 0.0))):
+  for name, value, error in (
+      ("B_crit", lambda p: p.b_crit, lambda p: p.log_b_crit_error),
+      (f"B_{int(round(100 * EXCESS))}", lambda p: p.b_excess, lambda p: p.log_b_excess_error)):
     ok = [p for p in probes if value(p) is not None]
     laws.append(batch_lib.power_law_or_note([p.loss for p in ok], [value(p) for p in ok],
-                                            [se(p) for p in ok], f"{name}(L) from the probes",
-                                            "branch points", notes))
+                                            [error(p) for p in ok], f"{name}(L)",
+                                            "branch points", notes, source="the probes"))
   return ProbesResult(probes=list(probes), b_crit_law=laws[0], b_excess_law=laws[1], notes=notes)
