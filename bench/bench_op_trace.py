@@ -8,10 +8,12 @@ CPU defaults, as bench_train.py builds it) after two warm-up steps, reads the tr
 it (nested events subtracted). Each op is classed from the compiled HLO: a matmul (a dot or a
 fusion around one), another op (elementwise fusions, reductions, copies, loops' own
 bookkeeping), the XLA CPU runtime's own work between ops (`ThunkExecutor`), or waiting (a
-thread of the pool idle or waiting on another). The matmuls' rate is the step's exact FLOPs
-(`accounting`) over their thread-seconds divided by the cores: what the matmuls reach at these
-shapes, against the 1024^3 matmul that sets the peak. Writes the "Op-level trace of the step
-(CPU, issue 20)" section of BENCHMARKS.md.
+thread of the pool waiting on another). An op spreads its work over the cores itself (XNNPACK,
+Eigen) through helper threads that leave no events, so an op's event is its wall time; the
+matmuls' rate is the step's exact FLOPs (`accounting`) over their wall time (their event time
+divided by how many ops ran at once): what the matmuls reach at these shapes, against the
+1024^3 matmul that sets the peak. Writes the "Op-level trace of the step (CPU, issue 20)"
+section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from scaling_jax import hardware  # noqa: E402
 HEADING = "## Op-level trace of the step (CPU, issue 20)"
 RUNTIME = ("ThunkExecutor::Execute",)  # the executor's own time between the ops it runs
 WAITING = ("SlinkyThreadPool::Await", "MutexLock")  # a pool thread waiting on others
-IDLE = "idle (no XLA op running on a core)"
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*? ([\w\-]+)\(")
 _CALLS = re.compile(r"(?:calls|to_apply|body|condition|true_computation|false_computation|"
@@ -162,48 +163,49 @@ def main(argv=None) -> int:
     return 1
   peak = hardware.measure_matmul_peak()
   load1 = os.getloadavg()[0]
-  cores = os.cpu_count() or 1
   counts = stepper.counts
   tokens = args.steps * stepper.config.train.batch_size * stepper.config.model.n_ctx
   by_kind = collections.Counter()
   for op in table.values():
     by_kind[op.kind] += op.seconds
-  budget = wall * cores  # thread-seconds the cores had
   busy = sum(by_kind.values())
-  by_kind[IDLE] = max(budget - busy, 0.0)
+  # XLA:CPU runs an op's work on the cores itself (XNNPACK, Eigen), and the helper threads that
+  # do it leave no events; the events on the executor threads are the ops' wall times. Ops that
+  # run side by side on several executor threads count once per thread: `concurrency`.
+  concurrency = busy / wall
   op_s = sum(op.seconds for op in table.values() if op.kind in ("matmul", "other op"))
   matched = sum(op.seconds for op in table.values()
                 if op.kind in ("matmul", "other op") and op.name in hlo_names)
-  matmul_rate = counts.flops_per_token_exact * tokens / (by_kind["matmul"] / cores)
+  flops = counts.flops_per_token_exact * tokens
+  matmul_rate = flops / (by_kind["matmul"] / concurrency)
   lines = [
+      HEADING, "",
       f"`python bench/bench_op_trace.py --shape {args.shape} --steps {args.steps}` on "
       f"{environment()}; load average {load0:.1f} -> {load1:.1f}.", "",
       f"{args.steps} steps of the jitted train step at {args.shape} (N = {counts.n_params:,}; "
       f"batch 32 x 128, vocab 4096, f32, GNS on, the CPU defaults) traced with jax.profiler: "
-      f"{wall / args.steps * 1e3:.0f} ms per step, {threads} XLA threads on {cores} cores. Each "
-      "op's exclusive time (nested events subtracted), classed from the compiled HLO "
-      f"({100 * matched / op_s:.0f}% of the ops' time under names found there); shares of the "
-      f"{cores} cores' time over the traced steps (an event's time includes any time its "
-      "thread was descheduled, so other processes' time lands in the ops, not in idle" +
-      (f"; here the threads' events add up to {busy / budget:.2f}x the cores' time)"
-       if busy > budget else ")") + ":", "",
-      "| where the time goes | thread-seconds per step | share of the cores |",
-      "| --- | --- | --- |"]
-  for kind in ("matmul", "other op", "runtime", "waiting", IDLE):
-    lines.append(f"| {kind} | {by_kind[kind] / args.steps:.2f} | "
-                 f"{100 * by_kind[kind] / budget:.1f}% |")
-  lines += ["", f"The matmuls run at **{matmul_rate / 1e9:.0f} GFLOP/s** on {cores} cores "
-            f"(the step's exact {counts.flops_per_token_exact * tokens / args.steps / 1e9:.1f} "
-            "GFLOP per step over their thread-seconds / cores), against the "
-            f"{peak / 1e9:.0f} GFLOP/s of the 1024^3 matmul measured in the same process "
-            f"({100 * matmul_rate / peak:.0f}% of it); the whole step reaches "
-            f"{100 * counts.flops_per_token_exact * tokens / wall / peak:.0f}% (its MFU).", "",
+      f"{wall / args.steps * 1e3:.0f} ms per step. Each XLA op's exclusive time on the "
+      f"executor threads ({threads} of them; nested events subtracted), classed from the "
+      f"compiled HLO ({100 * matched / op_s:.0f}% of the ops' time under names found there). "
+      "An op spreads its work over the cores itself, through helper threads that leave no "
+      f"events, so an op's event is its wall time; the ops ran {concurrency:.2f} at a time on "
+      "average (their event time over the step's wall time):", "",
+      "| where the step's time goes | ms per step | share |", "| --- | --- | --- |"]
+  for kind in ("matmul", "other op", "runtime", "waiting"):
+    lines.append(f"| {kind} | {by_kind[kind] / args.steps * 1e3:.0f} | "
+                 f"{100 * by_kind[kind] / busy:.1f}% |")
+  lines += ["", f"The matmuls run at **{matmul_rate / 1e9:.0f} GFLOP/s** (the step's exact "
+            f"{flops / args.steps / 1e9:.1f} GFLOP per step, nearly all of it in matmuls, over "
+            f"their wall time), {100 * matmul_rate / peak:.0f}% of the {peak / 1e9:.0f} "
+            "GFLOP/s of a 1024^3 matmul measured in the same process; the whole step reaches "
+            f"**{100 * flops / wall / peak:.0f}% MFU**. The rest of the step is the other ops "
+            "(elementwise fusions, reductions, copies, the optimizer update).", "",
             f"The {args.top} ops with the most time (all their executions, per step):", "",
             "| op (compiled HLO name) | kind | executions per step | ms per step | share |",
             "| --- | --- | --- | --- | --- |"]
   for op in sorted(table.values(), key=lambda o: -o.seconds)[:args.top]:
     lines.append(f"| {op.name} | {op.kind} | {op.count / args.steps:.0f} | "
-                 f"{op.seconds / args.steps * 1e3:.0f} | {100 * op.seconds / budget:.1f}% |")
+                 f"{op.seconds / args.steps * 1e3:.0f} | {100 * op.seconds / busy:.1f}% |")
   publish(lines, HEADING, write=not args.no_write)
   return 0
 
