@@ -2,7 +2,8 @@
 
   python bench/run_all.py
 
-The PyTorch comparisons (bench_torch.py; bench_trainer.py, the trainer as a user runs it) run
+The PyTorch comparisons (bench_torch.py; bench_trainer.py, the trainer as a user runs it;
+bench_matmul.py, the matmul kernels alone) run
 only if torch is installed (`pip install -e '.[bench]'`); the GPU
 suite (`bench_train.py --suite gpu`) and bench_experiments.py are left to be run by hand.
 """
@@ -23,7 +24,7 @@ RUNS = [["bench_loader.py"], ["bench_train.py", "--suite", "cpu"],
 def main() -> int:
   runs = list(RUNS)
   if importlib.util.find_spec("torch") is not None:
-    runs += [["bench_torch.py"], ["bench_trainer.py"]]
+    runs += [["bench_torch.py"], ["bench_trainer.py"], ["bench_matmul.py"]]
   else:
     print("torch not installed: skipping bench_torch.py and bench_trainer.py "
           "(pip install -e '.[bench]')")
