@@ -272,7 +272,7 @@ def _law_dict(law: batch_lib.PowerLawFit | None) -> dict[str, Any] | None:
     return None
   return {"B_star": law.b_star, "B_star_interval": [law.b_star_lo, law.b_star_hi],
           "alpha_B": law.alpha_b, "alpha_B_interval": [law.alpha_b_lo, law.alpha_b_hi],
-          "n_levels": law.n_levels, "tested": law.n_levels >= batch_lib.MIN_LEVELS}
+          "n_levels": law.n_levels, "tested": law.tested}
 
 
 def analyze(s, runs_dir: str, points: list[BranchPoint], bootstrap: int = 1000,

@@ -274,6 +274,11 @@ class PowerLawFit:
   n_levels: int
   weighted: bool  # by the levels' 1/se(log B_crit)²
 
+  @property
+  def tested(self) -> bool:
+    """False for a law through fewer than MIN_LEVELS levels: determined by them, not tested."""
+    return self.n_levels >= MIN_LEVELS
+
   def predict(self, loss):
     return self.b_star / np.asarray(loss, float) ** (1.0 / self.alpha_b)
 
@@ -335,7 +340,7 @@ def power_law_or_note(loss, b_crit, log_b_crit_error, name: str, what: str, note
   except BatchSweepError as e:
     notes.append(f"no {name} power law{src}: {e}")
     return None
-  if law.n_levels < MIN_LEVELS:
+  if not law.tested:
     notes.append(f"{name}{src}: {law.n_levels} {what}, so the power law goes through them (its "
                  "interval from their errors alone) and is not tested by them")
   return law

@@ -89,7 +89,7 @@ def plot_b_crit_vs_loss(result: batch_lib.BatchSweepResult,
     grid = np.geomspace(min(losses), max(losses), 100)
     if result.power_law is not None:
       pl = result.power_law
-      untested = pl.n_levels < batch_lib.MIN_LEVELS
+      untested = not pl.tested
       ax.plot(grid, pl.predict(grid), "--" if untested else "-", color="C0", gid="power_law",
               label=f"fit: {pl.b_star:.3g} / L^(1/{pl.alpha_b:.3g})"
                     + (f" (through {pl.n_levels} levels, untested)" if untested else ""))
