@@ -47,6 +47,73 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*? ([\w\-]+)\(")
 _CALLS = re.compile(r"(?:calls|to_apply|body|condition|true_computation|false_computation|"
                     r"branch_computations)=\{?([%\w.\-, ]+)\}?")
 _MATMUL_TARGET = re.compile(r'custom_call_target="[^"]*(?:matmul|gemm|dot)[^"]*"', re.I)
+_SHAPE = re.compile(r"= (\(?[a-z]\w*\[[\d,]*\])")  # an instruction's (first) result shape
+# What a non-matmul op computes, from the opcodes inside it, first match wins.
+TRANSCENDENTAL = {"exponential", "log", "tanh", "rsqrt", "sqrt", "power", "erf", "logistic",
+                  "exponential-minus-one", "log-plus-one", "divide"}
+REDUCTIONS = {"reduce", "reduce-window"}
+DATA_MOVEMENT = {"copy", "transpose", "bitcast", "reshape", "broadcast", "slice", "concatenate",
+                 "dynamic-slice", "dynamic-update-slice", "pad", "constant", "parameter",
+                 "tuple", "get-tuple-element", "iota", "convert", "reverse"}
+OTHER_FAMILIES = (
+    ("gather / scatter (the embedding)", lambda ops: bool(ops & {"gather", "scatter"})),
+    ("reduction with exp/log/rsqrt/divide (softmax, layer norm, loss)",
+     lambda ops: bool(ops & REDUCTIONS) and bool(ops & TRANSCENDENTAL)),
+    ("reduction (sums: biases, norms)", lambda ops: bool(ops & REDUCTIONS)),
+    ("elementwise with exp/tanh/rsqrt/divide (GELU, Adam, softmax grads)",
+     lambda ops: bool(ops & TRANSCENDENTAL)),
+    ("data movement only (copies, transposes, slices, pads)",
+     lambda ops: ops <= DATA_MOVEMENT),
+    ("loop bookkeeping (while, conditional)", lambda ops: bool(ops & {"while", "conditional"})),
+    ("elementwise arithmetic (adds, multiplies, selects)", lambda ops: True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class HloOp:
+  """One instruction of the compiled module: its opcode, result shape and every opcode in the
+  computations it calls (a fusion's body, recursively)."""
+  opcode: str
+  shape: str
+  inner: frozenset[str]
+
+  @property
+  def family(self) -> str:
+    ops = (self.inner | {self.opcode}) - {"fusion", "custom-call", "call"}
+    return next(name for name, test in OTHER_FAMILIES if test(ops))
+
+
+def hlo_ops(hlo_text: str) -> dict[str, HloOp]:
+  """Every instruction of the compiled module (see HloOp)."""
+  opcode: dict[str, str] = {}
+  shape: dict[str, str] = {}
+  calls: dict[str, list[str]] = {}
+  body: dict[str, list[str]] = collections.defaultdict(list)  # computation -> instructions
+  current = None
+  for line in hlo_text.splitlines():
+    if m := _COMPUTATION.match(line):
+      current = m.group(1)
+    elif (m := _INSTRUCTION.match(line)) and current is not None:
+      name, opcode[name] = m.groups()
+      shape[name] = (s.group(1) if (s := _SHAPE.search(line)) else "").lstrip("(")
+      calls[name] = [c.strip().lstrip("%") for group in _CALLS.findall(line)
+                     for c in group.split(",") if c.strip()]
+      body[current].append(name)
+
+  def inside(computation: str, seen: set[str]) -> set[str]:
+    if computation in seen:
+      return set()
+    seen.add(computation)
+    found = set()
+    for i in body.get(computation, ()):
+      found.add(opcode[i])
+      for c in calls[i]:
+        found |= inside(c, seen)
+    return found
+
+  return {name: HloOp(opcode[name], shape[name],
+                      frozenset().union(*(inside(c, set()) for c in calls[name])))
+          for name in opcode}
 
 
 def matmul_ops(hlo_text: str) -> tuple[set[str], set[str]]:
@@ -148,6 +215,7 @@ def main(argv=None) -> int:
   with stepper._context():
     hlo = stepper.step.lower(stepper.state, stepper.batches[0]).compile().as_text()
   matmuls, hlo_names = matmul_ops(hlo)
+  described = hlo_ops(hlo)
   stepper.run(2)
   trace_dir = tempfile.mkdtemp(prefix="op_trace_")
   with jax.profiler.trace(trace_dir):
@@ -206,6 +274,26 @@ def main(argv=None) -> int:
   for op in sorted(table.values(), key=lambda o: -o.seconds)[:args.top]:
     lines.append(f"| {op.name} | {op.kind} | {op.count / args.steps:.0f} | "
                  f"{op.seconds / args.steps * 1e3:.0f} | {100 * op.seconds / busy:.1f}% |")
+  others = [op for op in table.values() if op.kind == "other op" and op.name in described]
+  by_family = collections.Counter()
+  for op in others:
+    by_family[described[op.name].family] += op.seconds
+  lines += ["", f"The other ops ({by_kind['other op'] / args.steps * 1e3:.0f} ms per step) by "
+            "what they compute (the opcodes inside each fusion, first match in this order):",
+            "", "| other ops that are | ms per step | share of the step's op time |",
+            "| --- | --- | --- |"]
+  for family, _ in OTHER_FAMILIES:
+    if by_family[family]:
+      lines.append(f"| {family} | {by_family[family] / args.steps * 1e3:.0f} | "
+                   f"{100 * by_family[family] / busy:.1f}% |")
+  lines += ["", f"The {args.top} other ops with the most time:", "",
+            "| op | result shape | what it is | executions per step | ms per step | share |",
+            "| --- | --- | --- | --- | --- | --- |"]
+  for op in sorted(others, key=lambda o: -o.seconds)[:args.top]:
+    hlo_op = described[op.name]
+    lines.append(f"| {op.name} | {hlo_op.shape} | {hlo_op.family} | "
+                 f"{op.count / args.steps:.0f} | {op.seconds / args.steps * 1e3:.0f} | "
+                 f"{100 * op.seconds / busy:.1f}% |")
   publish(lines, HEADING, write=not args.no_write)
   return 0
 
