@@ -398,30 +398,55 @@ def _iv(d: dict | None, key="b", lo="lo", hi="hi") -> str:
   return f"{_g(d[key])} [{_g(d.get(lo))}, {_g(d.get(hi))}]"
 
 
-def summary_lines(r: dict[str, Any]) -> list[str]:
-  """The report's tables as plain text lines (printed by the command, used in the HTML)."""
-  lines = [f"model N = {r['model']['n_params']:.4g}; B in tokens (sequences x "
-           f"{int(r['model']['n_ctx'])})",
-           "loss    | GNS B_simple [95%]        | sweep B_crit [95%]        | probes B_crit [95%]"
-           "       | probes B_20 [95%]         | GNS/sweep | GNS/probes"]
-  for row in r["levels"]:
-    lines.append(" | ".join([
-        f"{row['loss']:.4f}", f"{_iv(row.get('gns')):<25}", f"{_iv(row.get('sweep')):<25}",
-        f"{_iv(row.get('probe')):<25}", f"{_iv(row.get('probe'), 'b_20', 'b_20_lo', 'b_20_hi'):<25}",
-        f"{_g(row.get('gns_over_sweep')):<9}", _g(row.get("gns_over_probe"))]))
-  lines.append("method  | B_* (tokens) [95%]            | alpha_B [95%]")
+def summary_tables(r: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+  """The report's three tables, as (header, rows) of text cells: per loss level, per method's
+  B_crit(L) law, and the cost of each method."""
+  levels = [[f"{row['loss']:.4f}", _iv(row.get("gns")), _iv(row.get("sweep")),
+             _iv(row.get("probe")), _iv(row.get("probe"), "b_20", "b_20_lo", "b_20_hi"),
+             _g(row.get("gns_over_sweep")), _g(row.get("gns_over_probe"))]
+            for row in r["levels"]]
+  laws = []
   for name, law in r["laws"].items():
     if law:
-      bs, a = law.get("B_star_interval") or [None, None], law.get("alpha_B_interval") or [None,
-                                                                                            None]
+      bs = law.get("B_star_interval") or [None, None]
+      a = law.get("alpha_B_interval") or [None, None]
       untested = (f" (through {law['n_levels']} levels, untested)"
                   if law.get("tested") is False else "")
-      lines.append(f"{name:<7} | {_g(law['B_star'])} [{_g(bs[0])}, {_g(bs[1])}] | "
-                   f"{_g(law['alpha_B'])} [{_g(a[0])}, {_g(a[1])}]{untested}")
-  lines.append("cost    | runs | tokens  | train time (s)")
-  for name, c in r["cost"].items():
-    lines.append(f"{name:<7} | {c['runs']:>4} | {c['tokens']:.3g} | {c['time_s']:.0f}")
+      laws.append([name, f"{_g(law['B_star'])} [{_g(bs[0])}, {_g(bs[1])}]",
+                   f"{_g(law['alpha_B'])} [{_g(a[0])}, {_g(a[1])}]{untested}"])
+  cost = [[name, str(c["runs"]), f"{c['tokens']:.3g}", f"{c['time_s']:.0f}"]
+          for name, c in r["cost"].items()]
+  return [(["loss", "GNS B_simple [95%]", "sweep B_crit [95%]", "probes B_crit [95%]",
+            "probes B_20 [95%]", "GNS/sweep", "GNS/probes"], levels),
+          (["method", "B_* (tokens) [95%]", "alpha_B [95%]"], laws),
+          (["cost", "runs", "tokens", "train time (s)"], cost)]
+
+
+def summary_caption(r: dict[str, Any]) -> str:
+  return (f"model N = {r['model']['n_params']:.4g}; B in tokens (sequences x "
+          f"{int(r['model']['n_ctx'])})")
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+  """The report's tables as aligned plain text (what the command prints)."""
+  lines = [summary_caption(r)]
+  for header, rows in summary_tables(r):
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for cells in (header, *rows):
+      lines.append(" | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
   return lines
+
+
+def summary_html(r: dict[str, Any]) -> str:
+  """The same tables as HTML."""
+  esc = html.escape
+  parts = [f"<p>{esc(summary_caption(r))}</p>"]
+  for header, rows in summary_tables(r):
+    head = "".join(f"<th>{esc(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
+                   for cells in rows)
+    parts.append(f"<table><tr>{head}</tr>{body}</table>")
+  return "\n".join(parts)
 
 
 def write_report(r: dict[str, Any], out_dir: str) -> dict[str, str]:
@@ -432,19 +457,22 @@ def write_report(r: dict[str, Any], out_dir: str) -> dict[str, str]:
                     ("steps_vs_batch", batch_plots.plot_probe_ladders(r))):
     paths[name] = os.path.join(out_dir, f"{name}.png")
     fig.savefig(paths[name], dpi=100, bbox_inches="tight")
-  body = "\n".join(html.escape(line) for line in summary_lines(r))
   notes = "".join(f"<li>{html.escape(n)}</li>" for n in r["notes"])
   paths["html"] = os.path.join(out_dir, "report.html")
   with open(paths["html"], "w") as f:
     f.write(f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Critical batch size three ways</title></head><body style="font-family:sans-serif">
+<title>Critical batch size three ways</title><style>
+body {{ font-family: sans-serif; max-width: 1100px }} img {{ max-width: 100% }}
+table {{ border-collapse: collapse; margin: 0.8em 0 }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left }}
+</style></head><body>
 <h1>Critical batch size three ways</h1>
 <p>GNS (B_simple of the base and sweep runs), a batch-size sweep (Kaplan Eq. 5.4) and
 branched probes (Merrill et al. 2025; B_crit = E_min/S_min and Zhang et al.'s 20% batch),
 compared at the branch points' loss levels. Intervals are 95%.</p>
 <img src="critical_batch.png" alt="B_crit(L) three ways">
 <img src="steps_vs_batch.png" alt="steps to target vs batch size">
-<pre>{body}</pre><h2>Notes</h2><ul>{notes}</ul></body></html>""")
+<h2>Tables</h2>{summary_html(r)}<h2>Notes</h2><ul>{notes}</ul></body></html>""")
   return paths
 
 

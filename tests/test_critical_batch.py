@@ -218,3 +218,30 @@ def test_three_methods_figure_draws_every_method_with_its_interval():
   ax = batch_plots.plot_probe_ladders(report).axes[0]
   fit = {l.get_gid(): l for l in ax.get_lines()}["fit:100"]
   np.testing.assert_allclose(fit.get_ydata()[0], 10 + 3e4 / 256)
+
+
+def test_the_printed_summary_and_the_html_report_show_the_same_tables(tmp_path):
+  """One set of tables, two renderings: every printed row is an HTML table row, cell for
+  cell (the HTML used to wrap the printed text in a <pre> wider than the page)."""
+  import html
+  import re
+  row = {"loss": 4.5, "gns": {"b": 1.2e3, "lo": 900.0, "hi": 1.6e3},
+         "sweep": {"b": 800.0, "lo": 700.0, "hi": 950.0}, "probe": None,
+         "gns_over_sweep": 1.5, "gns_over_probe": None}
+  report = {"model": {"n_params": 9.8e4, "n_ctx": 64}, "levels": [row],
+            "laws": {"gns": {"B_star": 4.8e7, "alpha_B": 0.15, "B_star_interval": [1e7, 2e9],
+                             "alpha_B_interval": [0.11, 0.17], "n_levels": 3, "tested": True},
+                     "probe": {"B_star": 1.5e14, "alpha_B": 0.065, "n_levels": 2,
+                               "tested": False},
+                     "sweep": None},
+            "cost": {"gns": {"runs": 1, "tokens": 8.2e5, "time_s": 35.2}}}
+  text = critical_batch.summary_lines(report)
+  printed = [[c.strip() for c in line.split("|")] for line in text[1:]]
+  page = critical_batch.summary_html(report)
+  assert page.count("<table>") == 3 and "<pre>" not in page
+  cells = [[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", tr)]
+           for tr in re.findall(r"<tr>(.*?)</tr>", page)]
+  assert cells == printed
+  assert printed[1][:4] == ["4.5000", "1.2e+03 [900, 1.6e+03]", "800 [700, 950]", "–"]
+  assert printed[4] == ["probe", "1.5e+14 [–, –]", "0.065 [–, –] (through 2 levels, untested)"]
+  assert printed[-1] == ["gns", "1", "8.2e+05", "35"]
