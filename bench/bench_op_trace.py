@@ -76,6 +76,11 @@ class HloOp:
   opcode: str
   shape: str
   inner: frozenset[str]
+  library_matmul: bool  # a custom call into a matmul library (oneDNN, ...)
+
+  @property
+  def is_matmul(self) -> bool:
+    return self.library_matmul or bool((self.inner | {self.opcode}) & {"dot", "convolution"})
 
   @property
   def family(self) -> str:
@@ -88,6 +93,7 @@ def hlo_ops(hlo_text: str) -> dict[str, HloOp]:
   opcode: dict[str, str] = {}
   shape: dict[str, str] = {}
   calls: dict[str, list[str]] = {}
+  library_matmuls: set[str] = set()
   body: dict[str, list[str]] = collections.defaultdict(list)  # computation -> instructions
   current = None
   for line in hlo_text.splitlines():
@@ -98,6 +104,8 @@ def hlo_ops(hlo_text: str) -> dict[str, HloOp]:
       shape[name] = (s.group(1) if (s := _SHAPE.search(line)) else "").lstrip("(")
       calls[name] = [c.strip().lstrip("%") for group in _CALLS.findall(line)
                      for c in group.split(",") if c.strip()]
+      if opcode[name] == "custom-call" and _MATMUL_TARGET.search(line):
+        library_matmuls.add(name)
       body[current].append(name)
 
   def inside(computation: str, seen: set[str]) -> set[str]:
@@ -112,7 +120,8 @@ def hlo_ops(hlo_text: str) -> dict[str, HloOp]:
     return found
 
   return {name: HloOp(opcode[name], shape[name],
-                      frozenset().union(*(inside(c, set()) for c in calls[name])))
+                      frozenset().union(*(inside(c, set()) for c in calls[name])),
+                      name in library_matmuls)
           for name in opcode}
 
 
@@ -120,35 +129,8 @@ def matmul_ops(hlo_text: str) -> tuple[set[str], set[str]]:
   """(the compiled module's instructions that are matmuls: dots and convolutions, fusions or
   custom calls whose computations contain one, and calls into a matmul library; all its
   instruction names)."""
-  ops: dict[str, str] = {}  # instruction -> opcode
-  calls: dict[str, list[str]] = {}  # instruction -> computations it calls
-  matmul_calls: set[str] = set()  # custom calls into a matmul library (oneDNN, ...)
-  body: dict[str, list[str]] = collections.defaultdict(list)  # computation -> instructions
-  current = None
-  for line in hlo_text.splitlines():
-    if m := _COMPUTATION.match(line):
-      current = m.group(1)
-    elif (m := _INSTRUCTION.match(line)) and current is not None:
-      name, opcode = m.groups()
-      ops[name] = opcode
-      calls[name] = [c.strip().lstrip("%") for group in _CALLS.findall(line)
-                     for c in group.split(",") if c.strip()]
-      if opcode == "custom-call" and _MATMUL_TARGET.search(line):
-        matmul_calls.add(name)
-      body[current].append(name)
-
-  def contains_dot(computation: str, seen: set[str]) -> bool:
-    if computation in seen:
-      return False
-    seen.add(computation)
-    return any(ops[i] in ("dot", "convolution") or
-               any(contains_dot(c, seen) for c in calls[i]) for i in body.get(computation, ()))
-
-  matmuls = matmul_calls | {name for name, opcode in ops.items()
-                            if opcode in ("dot", "convolution") or (
-                                opcode in ("fusion", "custom-call") and
-                                any(contains_dot(c, set()) for c in calls[name]))}
-  return matmuls, set(ops)
+  ops = hlo_ops(hlo_text)
+  return {name for name, op in ops.items() if op.is_matmul}, set(ops)
 
 
 @dataclasses.dataclass

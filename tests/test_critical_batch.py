@@ -1,8 +1,10 @@
 """Branches (train.init_from / init_step / stop_loss) and the critical-batch study command."""
 
 import dataclasses
+import html
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -220,11 +222,9 @@ def test_three_methods_figure_draws_every_method_with_its_interval():
   np.testing.assert_allclose(fit.get_ydata()[0], 10 + 3e4 / 256)
 
 
-def test_the_printed_summary_and_the_html_report_show_the_same_tables(tmp_path):
+def test_the_printed_summary_and_the_html_report_show_the_same_tables():
   """One set of tables, two renderings: every printed row is an HTML table row, cell for
   cell (the HTML used to wrap the printed text in a <pre> wider than the page)."""
-  import html
-  import re
   row = {"loss": 4.5, "gns": {"b": 1.2e3, "lo": 900.0, "hi": 1.6e3},
          "sweep": {"b": 800.0, "lo": 700.0, "hi": 950.0}, "probe": None,
          "gns_over_sweep": 1.5, "gns_over_probe": None}
