@@ -12,8 +12,9 @@ thread of the pool waiting on another). An op spreads its work over the cores it
 Eigen) through helper threads that leave no events, so an op's event is its wall time; the
 matmuls' rate is the step's exact FLOPs (`accounting`) over their wall time (their event time
 divided by how many ops ran at once): what the matmuls reach at these shapes, against the
-1024^3 matmul that sets the peak. Writes the "Op-level trace of the step (CPU, issue 20)"
-section of BENCHMARKS.md.
+1024^3 matmul that sets the peak. The other ops are classed by the opcodes inside each fusion
+(`OTHER_FAMILIES`: copies, elementwise arithmetic, sums, ...) and the largest listed. Writes
+the "Op-level trace of the step (CPU, issue 20)" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -125,14 +126,6 @@ def hlo_ops(hlo_text: str) -> dict[str, HloOp]:
           for name in opcode}
 
 
-def matmul_ops(hlo_text: str) -> tuple[set[str], set[str]]:
-  """(the compiled module's instructions that are matmuls: dots and convolutions, fusions or
-  custom calls whose computations contain one, and calls into a matmul library; all its
-  instruction names)."""
-  ops = hlo_ops(hlo_text)
-  return {name for name, op in ops.items() if op.is_matmul}, set(ops)
-
-
 @dataclasses.dataclass
 class OpTime:
   name: str
@@ -196,8 +189,8 @@ def main(argv=None) -> int:
   stepper = Stepper(make_config(n_layer, d_model, gns=True, **SHAPE_KW))
   with stepper._context():
     hlo = stepper.step.lower(stepper.state, stepper.batches[0]).compile().as_text()
-  matmuls, hlo_names = matmul_ops(hlo)
   described = hlo_ops(hlo)
+  matmuls = {name for name, op in described.items() if op.is_matmul}
   stepper.run(2)
   trace_dir = tempfile.mkdtemp(prefix="op_trace_")
   with jax.profiler.trace(trace_dir):
@@ -225,7 +218,7 @@ def main(argv=None) -> int:
   concurrency = busy / wall
   op_s = sum(op.seconds for op in table.values() if op.kind in ("matmul", "other op"))
   matched = sum(op.seconds for op in table.values()
-                if op.kind in ("matmul", "other op") and op.name in hlo_names)
+                if op.kind in ("matmul", "other op") and op.name in described)
   flops = counts.flops_per_token_exact * tokens
   matmul_rate = flops / (by_kind["matmul"] / concurrency)
   lines = [

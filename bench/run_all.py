@@ -26,7 +26,7 @@ def main() -> int:
   if importlib.util.find_spec("torch") is not None:
     runs += [["bench_torch.py"], ["bench_trainer.py"], ["bench_matmul.py"]]
   else:
-    print("torch not installed: skipping bench_torch.py and bench_trainer.py "
+    print("torch not installed: skipping bench_torch.py, bench_trainer.py and bench_matmul.py "
           "(pip install -e '.[bench]')")
   failed = 0
   for args in runs:

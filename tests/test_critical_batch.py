@@ -243,5 +243,6 @@ def test_the_printed_summary_and_the_html_report_show_the_same_tables():
            for tr in re.findall(r"<tr>(.*?)</tr>", page)]
   assert cells == printed
   assert printed[1][:4] == ["4.5000", "1.2e+03 [900, 1.6e+03]", "800 [700, 950]", "–"]
-  assert printed[4] == ["probe", "1.5e+14 [–, –]", "0.065 [–, –] (through 2 levels, untested)"]
+  assert printed[4] == ["probe", "1.5e+14 [–, –]",
+                        "0.065 [–, –] (through 2 levels, untested)"]
   assert printed[-1] == ["gns", "1", "8.2e+05", "35"]
