@@ -28,6 +28,7 @@ from scaling_jax import model as model_lib, noise_scale, optim, preflight, rundi
 
 
 PREEMPTION_SYNC_EVERY = 10  # steps between multi-process checks for a stop signal
+EVAL_IN_FLIGHT = 4  # eval batches dispatched before the host waits on them (mean_eval_loss)
 CPU_PASS_TOKENS = 1024  # tokens per device in one pass on CPU (bench_profile sweeps 512-4096)
 
 
@@ -167,8 +168,29 @@ def make_train_step(config, model: nn.Module, opt: optax.GradientTransformation,
 
 
 def make_eval_step(model: nn.Module):
+  """(params, summed loss so far, batch [B, T+1]) -> the sum plus this batch's mean loss; the
+  running sum is donated, so the eval batches' programs form one chain (`mean_eval_loss`)."""
   loss_fn = make_loss_fn(model)
-  return jax.jit(loss_fn)
+  return jax.jit(lambda params, total, tokens_BT1: total + loss_fn(params, tokens_BT1),
+                 donate_argnums=1)
+
+
+def mean_eval_loss(eval_fn, params, batches, mesh) -> float:
+  """The mean over `batches` (host arrays, this process's rows) of each batch's mean loss.
+
+  At most EVAL_IN_FLIGHT eval programs are dispatched before the host waits for them. With
+  every batch dispatched at once, the first evaluation of a CPU mesh aborted (one process x 8
+  devices, 100 eval batches: "Expected 8 threads to join the rendezvous, but only 7") or hung
+  (two processes x 4 devices, 50 or 100 batches); chaining the programs through the running
+  sum alone still hung two processes at 100. Waiting every few batches keeps the collectives
+  in flight as few as the training loop's (issue #27, tests/test_multiprocess_train.py).
+  """
+  total = jnp.zeros((), jnp.float32)
+  for i, batch in enumerate(batches):
+    total = eval_fn(params, total, sharding.global_batch(batch, mesh))
+    if (i + 1) % EVAL_IN_FLIGHT == 0:
+      jax.block_until_ready(total)
+  return float(total) / len(batches)
 
 
 def _state_init(config, model, opt, mesh):
@@ -379,8 +401,7 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
     out = {}
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.RULES):
       for name, batches in eval_sets.items():
-        losses = [eval_fn(state.params, sharding.global_batch(b, mesh)) for b in batches]
-        out[keys.eval_loss(name)] = float(np.mean(jax.device_get(losses)))
+        out[keys.eval_loss(name)] = mean_eval_loss(eval_fn, state.params, batches, mesh)
     return out
 
   def save(state, time_s, pending_losses):

@@ -38,6 +38,7 @@ PROCESSES, DEVICES_PER_PROCESS = 2, 4
 SIGTERM_AT = 12  # process 1 gets SIGTERM when it draws batch 12; both stop at log step 15
 RTOL, RTOL_GNS = 1e-5, 1e-4
 TIMEOUT_S = 100
+EVAL_BATCHES = 100  # 50 and 100 deadlocked the first evaluation before the fix (issue #27)
 
 # `scaling-jax train ARGS` in a child process; with MP_TEST_SIGTERM_AT=k, process 1 sends
 # itself SIGTERM when the trainer draws its k-th batch (a preemption of one host only).
@@ -65,8 +66,11 @@ DRIVER = textwrap.dedent("""
 
 
 def _overrides(array_path) -> list[str]:
+  # EVAL_BATCHES: a large eval set; dispatched as independent programs, as many eval batches
+  # hung both processes at their first evaluation (issue #27).
   return ["--config.data.name=array", f"--config.data.array_path={array_path}",
-          "--config.model.vocab_size=128", "--config.train.progress=False"]
+          "--config.model.vocab_size=128", "--config.train.progress=False",
+          f"--config.data.eval_batches={EVAL_BATCHES}"]
 
 
 def _launch(workdir, array_path, root: pathlib.Path, name: str,
