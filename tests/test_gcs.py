@@ -4,13 +4,7 @@ the tokenized data is built once, published to the bucket and fetched by the nex
 its local mirror; without a backend a gs:// workdir or data directory is refused in one
 line, never made a local `gs:` folder.
 
-The emulator (gcp-storage-emulator) serves gcsfs (our files, through etils.epath) and
-tensorstore (Orbax's checkpoints): STORAGE_EMULATOR_HOST and TENSORSTORE_GCS_HTTP_URL point
-them at it, GOOGLE_AUTH_TOKEN_FOR_TESTING skips tensorstore's credential lookup, and
-GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false skips gcsfs's gRPC bucket-type probe (which an
-emulator does not answer: ~60 s of retries per bucket otherwise). The emulator omits the
-`x-goog-generation` header of a download, which real GCS sends and tensorstore needs for
-its conditional writes (OCDBT manifests): EMULATOR adds it.
+The emulator and the environment that points gcsfs and tensorstore at it: tests/gcs_emulator.py.
 """
 
 import importlib.util
@@ -18,7 +12,6 @@ import io
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,75 +19,20 @@ import time
 
 import pytest
 
-BUCKET = "scaling-jax-test"
-EMULATOR_ENV = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
-                "GOOGLE_AUTH_TOKEN_FOR_TESTING", "TENSORSTORE_GCS_HTTP_VERSION")
+from tests import gcs_emulator
 
-# Read when gcsfs is imported: set before anything imports it.
-os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-for _module in ("gcp_storage_emulator", "gcsfs"):
+BUCKET = gcs_emulator.BUCKET
+for _module in gcs_emulator.MODULES:
   if importlib.util.find_spec(_module) is None:
     pytest.skip(f"{_module} is not installed (pip install -e '.[test]')", allow_module_level=True)
-
-
-EMULATOR = """
-import sys
-from gcp_storage_emulator import server
-from gcp_storage_emulator.handlers import objects
-
-def with_generation(handler):
-  def handle(request, response, storage, *args, **kwargs):
-    try:
-      obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
-      response["x-goog-generation"] = obj["generation"]
-    except Exception:
-      pass  # no such object: the handler answers 404
-    return handler(request, response, storage, *args, **kwargs)
-  return handle
-
-for _, handlers in server.HANDLERS:  # the object GETs: JSON API and media downloads
-  for method, handler in list(handlers.items()):
-    if method == "GET" and handler in (objects.download, objects.get):
-      handlers[method] = with_generation(handler)
-host, port, bucket = sys.argv[1:]
-server.create_server(host, int(port), in_memory=True, default_bucket=bucket).run()
-"""
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def gcs(tmp_path_factory):
   """A running emulator with one bucket; this process and its children talk to it."""
-  port = _free_port()
-  url = f"http://127.0.0.1:{port}"
-  log = open(tmp_path_factory.mktemp("emulator") / "emulator.log", "wb")
-  proc = subprocess.Popen(
-      [sys.executable, "-c", EMULATOR, "127.0.0.1", str(port), BUCKET], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path_factory.mktemp("emulator_cwd"))
-  deadline = time.monotonic() + 60
-  while True:
-    try:
-      socket.create_connection(("127.0.0.1", port), timeout=1).close()
-      break
-    except OSError:
-      assert proc.poll() is None and time.monotonic() < deadline, "the emulator did not start"
-      time.sleep(0.2)
-  saved = {k: os.environ.get(k) for k in EMULATOR_ENV}
-  os.environ.update(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
-                    GOOGLE_AUTH_TOKEN_FOR_TESTING="emulator", TENSORSTORE_GCS_HTTP_VERSION="1")
-  yield f"gs://{BUCKET}"
-  for k, v in saved.items():
-    if v is None:
-      os.environ.pop(k, None)
-    else:
-      os.environ[k] = v
-  proc.terminate()
-  proc.wait(timeout=30)
-  log.close()
+  with gcs_emulator.running(tmp_path_factory.mktemp("emulator")) as url, \
+      gcs_emulator.environment(url):
+    yield f"gs://{BUCKET}"
 
 
 @pytest.fixture
