@@ -12,6 +12,10 @@ ones resume from their last checkpoint, failed ones are retried. A failed run ge
 status.json {"status": "failed", "error": ...} and the sweep goes on; the exit code is
 1 if any run failed, 75 if the sweep was interrupted (rerun to resume), else 0.
 
+OUT/sweep.json lists every run ever swept into OUT: another sweep file run into the same OUT
+adds its runs to it (`merge_sweep_file`). A run whose OUT/NAME already holds a run trained
+with another config is refused before anything runs (`check_reused_names`).
+
 OUT may be a gs:// URL (rundir): the runs write there directly, and each run's output is
 piped through the sweep into OUT/NAME/train.log (rewritten every LOG_SYNC_S seconds and
 when the run exits), since a child process cannot append to an object.
@@ -33,8 +37,8 @@ import time
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from scaling_jax import accounting, errors, metrics, preflight, rundir
-from scaling_jax.config import (ConfigError, format_override, load_config, load_user_module,
-                                parse_overrides)
+from scaling_jax.config import (ConfigError, config_diff, format_override, load_config,
+                                load_user_module, parse_overrides)
 
 # The shipped configs (the repo's configs/, installed as the package scaling_jax.configs).
 CONFIGS_DIR = str(importlib.resources.files("scaling_jax.configs"))
@@ -164,6 +168,61 @@ def prepare_runs(runs: Any, sweep_dir: str | None = None) -> list[dict[str, Any]
   runs = [dict(r, config=resolve_config(r["config"], sweep_dir)) for r in normalize_runs(runs)]
   check_runs(runs)
   return runs
+
+
+MAX_CONFLICTS_SHOWN = 3  # runs named in check_reused_names' one line; the rest are counted
+
+
+def check_reused_names(runs: Sequence[Mapping[str, Any]], out_dir: str) -> None:
+  """SweepError naming every run (the first MAX_CONFLICTS_SHOWN, then a count) whose OUT/NAME
+  holds a run (config.json: finished, failed, preempted or running) with another config.
+
+  Such a run would be skipped as finished, or refused by the trainer's own workdir check
+  (train.prepare_workdir) only once the sweep is under way, and sweep.json would list a
+  config the run was never trained with. The resolved config is compared as the trainer
+  records it (JSON values: tuples as lists) with config_diff, which ignores the fields a
+  resume may change (config.RESUME_FREE: train.progress, which the sweep turns off, ...).
+  """
+  conflicts = []
+  for run in runs:
+    where = run_dir(out_dir, run["name"])
+    existing = rundir.read_config(where)  # DamagedRunFile names a damaged config.json
+    if existing is None:
+      continue
+    now = rundir.strict_json(load_run_config(run["config"], run["overrides"]).to_dict())
+    diff = config_diff(existing.get("config", {}), now)
+    if diff:
+      conflicts.append((run["name"], where, diff))
+  if not conflicts:
+    return
+  parts = [f"run {name!r}: {where} holds a run with a different config "
+           f"({'; '.join(diff[:3])}{f'; {len(diff) - 3} more' if len(diff) > 3 else ''})"
+           for name, where, diff in conflicts[:MAX_CONFLICTS_SHOWN]]
+  if len(conflicts) > MAX_CONFLICTS_SHOWN:
+    parts.append(f"and {len(conflicts) - MAX_CONFLICTS_SHOWN} more run(s)")
+  fix = (f"give the run another name, or delete {conflicts[0][1]} to start over"
+         if len(conflicts) == 1 else
+         "give those runs other names, or delete their run directories to start over")
+  raise SweepError(f"{', '.join(parts)}; {fix}")
+
+
+def merge_sweep_file(out_dir: str, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """OUT/sweep.json's content with `runs` merged in: the entries already there keep their
+  order (a run of the same name gets its new entry), new runs are appended, and other keys
+  of the file are kept, so that sweeping another file into OUT loses no run's entry.
+
+  A damaged sweep.json (rundir.DamagedRunFile) stops the sweep rather than be rewritten.
+  """
+  path = rundir.path(out_dir) / SWEEP_FILE
+  old = rundir.read_json(path) or {}
+  entries = old.get("runs", [])
+  if not isinstance(entries, list) or not all(
+      isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries):
+    raise rundir.DamagedRunFile(f"{path} is damaged: its \"runs\" is not a list of runs with "
+                                "a name; restore it from a copy, or move it away")
+  new = {r["name"]: dict(r) for r in runs}
+  merged = [new.pop(e["name"], e) for e in entries]
+  return {**old, "runs": merged + list(new.values())}
 
 
 def run_cost(run: Mapping[str, Any]) -> tuple[float, int]:
@@ -374,11 +433,14 @@ def run_sweep(runs: Sequence[Mapping[str, Any]], out_dir: str, *, parallel: int 
     if rundir.exists(where) and not rundir.is_dir(where):
       raise SweepError(f"{where} exists and is not a run directory; move it away or rename "
                        f"run {run['name']!r}")
-  # Every input is checked (run statuses read: DamagedRunFile) before the first write.
+  # Every input is checked (run statuses, configs and sweep.json read: DamagedRunFile; names
+  # reused with another config) before the first write.
   todo, done = pending(runs, out_dir, rerun_finished)
+  check_reused_names(runs, out_dir)
+  sweep_file = merge_sweep_file(out_dir, runs)
   with errors.writing(out_dir, "--out"):
     rundir.makedirs(out_dir)
-    rundir.write_json_atomic(rundir.path(out_dir) / SWEEP_FILE, {"runs": runs})
+    rundir.write_json_atomic(rundir.path(out_dir) / SWEEP_FILE, sweep_file)
   results = {n: RunResult(n, "skipped") for n in done}
   if done and stream is not None:
     stream.write(f"[sweep] skipping {len(done)} finished run(s): {', '.join(done)}\n")
@@ -485,6 +547,8 @@ def main(argv: list[str]) -> int:
   if args.dry_run:
     runs = prepare_runs(runs, sweep_dir)
     todo, done = pending(runs, absolute(args.out), args.rerun_finished)
+    check_reused_names(runs, absolute(args.out))  # refused as the real sweep would refuse it
+    merge_sweep_file(absolute(args.out), runs)  # and a damaged sweep.json reported
     for r in todo:
       print(" ".join(train_command(r, absolute(args.out))))
     print(f"# {len(todo)} to run, {len(done)} finished")

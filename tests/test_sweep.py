@@ -1,6 +1,7 @@
 """The sweep runner on tiny runs of the array corpus: finished runs are skipped, a run with a
 bad override fails alone (status.json + non-zero exit) and is retried on a rerun, and an
-interrupted sweep resumes its run from the checkpoint."""
+interrupted sweep resumes its run from the checkpoint; another sweep into the same directory
+adds to sweep.json, and reusing a run's name with another config is refused (issue #27)."""
 
 import json
 import os
@@ -14,7 +15,9 @@ import pytest
 
 from scaling_jax import metrics as metrics_lib
 from scaling_jax import rundir, sweep
+from scaling_jax.config import load_config
 from tests.helpers import write_token_array
+from tests.test_hostile_inputs import tree_digest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +37,118 @@ def _write_sweep(path, runs):
         return {runs!r}
       """))
   return str(path)
+
+
+def _fake_train(run, out_dir):
+  """The `command` of a run that "trains" at once: config.json recorded as the trainer records
+  it (train.prepare_workdir, with the config the real train command line loads) and
+  status.json finished; the process it returns does nothing."""
+  from scaling_jax import train
+
+  cmd = sweep.train_command(run, out_dir)
+  config = load_config(cmd[cmd.index("--config") + 1],
+                       [a for a in cmd if a.startswith("--config.")])
+  workdir = cmd[cmd.index("--workdir") + 1]
+  train.prepare_workdir(config, workdir, {"n_params": 1}, is_main=True)
+  rundir.write_status(workdir, "finished", step=int(config.train.num_steps))
+  return [sys.executable, "-c", "pass"]
+
+
+def _run(name, **overrides):
+  return {"name": name, "config": "configs/tiny.py", "overrides": overrides}
+
+
+def test_another_sweep_into_the_same_out_keeps_the_other_runs_entries(tmp_path):
+  """sweep.json is merged, never rewritten from the new file alone: runs not in the new file
+  keep their entries (and order), a rerun name gets the new entry, new names are appended and
+  other keys of the file are kept."""
+  out = tmp_path / "out"
+  res = sweep.run_sweep([_run("a", **{"model.d_model": 16}), _run("b", **{"model.d_model": 24})],
+                        str(out), stream=None, command=_fake_train)
+  assert {k: r.status for k, r in res.items()} == {"a": "finished", "b": "finished"}
+  first = json.loads((out / "sweep.json").read_text())
+  assert [r["name"] for r in first["runs"]] == ["a", "b"]
+  first["note"] = "kept"  # a key some tool added
+  rundir.write_json_atomic(out / "sweep.json", first)
+  a_config = (out / "a" / "config.json").read_bytes()
+
+  # Another sweep file with only run c, and run a again with the same config said another way.
+  res = sweep.run_sweep([_run("c", **{"model.d_model": 8}),
+                         _run("a", **{"model.d_model": 16, "seed": 0})],
+                        str(out), stream=None, command=_fake_train)
+  assert {k: r.status for k, r in res.items()} == {"a": "skipped", "c": "finished"}
+  merged = json.loads((out / "sweep.json").read_text())
+  assert [r["name"] for r in merged["runs"]] == ["a", "b", "c"]
+  assert merged["runs"][1] == first["runs"][1]  # b: not in the new file, unchanged
+  assert merged["runs"][0] == dict(first["runs"][0],
+                                   overrides={"model.d_model": 16, "seed": 0})  # the new entry
+  assert merged["runs"][2]["overrides"] == {"model.d_model": 8}
+  assert merged["note"] == "kept"
+  assert (out / "a" / "config.json").read_bytes() == a_config
+
+
+def test_a_run_name_reused_with_another_config_is_refused_before_anything_runs(tmp_path,
+                                                                               capfd):
+  """Reusing a finished run's name with another d_model is one stderr line naming the run
+  and the field (exit 2, dry run too); sweep.json, the run and the directory are untouched
+  and no other run of the file starts."""
+  out = tmp_path / "out"
+  sweep.run_sweep([_run("a", **{"model.d_model": 16}), _run("b", **{"model.d_model": 24})],
+                  str(out), stream=None, command=_fake_train)
+  before = tree_digest(out)
+  other = _write_sweep(tmp_path / "other.py", [_run("c", **{"model.d_model": 8}),
+                                               _run("a", **{"model.d_model": 24})])
+  capfd.readouterr()
+  for extra in ([], ["--dry-run"], ["--rerun-finished"]):
+    assert sweep.main([other, "--out", str(out), *extra]) == 2
+    captured = capfd.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("scaling-jax sweep: error: run 'a': ")
+    assert f"{out / 'a'} holds a run with a different config" in lines[0]
+    assert "model.d_model: 16 there vs 24 now" in lines[0]
+    assert "give the run another name, or delete" in lines[0]
+    assert captured.out == ""  # the dry run printed no commands
+    assert tree_digest(out) == before  # no OUT/c, sweep.json and OUT/a byte for byte
+
+  # Several conflicting runs: all in the one line.
+  both = _write_sweep(tmp_path / "both.py", [_run("a", **{"model.d_model": 24}),
+                                              _run("b", **{"model.d_model": 24, "seed": 3})])
+  assert sweep.main([both, "--out", str(out)]) == 2
+  lines = capfd.readouterr().err.splitlines()
+  assert len(lines) == 1 and "run 'a': " in lines[0] and "run 'b': " in lines[0]
+  assert "model.d_model: 16 there vs 24 now" in lines[0] and "seed: 0 there vs 3 now" in lines[0]
+  assert tree_digest(out) == before
+
+
+@pytest.mark.parametrize("damage, problem", [(b'{"runs": [{"na', "not valid JSON"),
+                                             (b'{"runs": 5}', '"runs" is not a list')])
+def test_a_damaged_sweep_json_is_refused_not_rewritten(tmp_path, damage, problem):
+  """The entries of a sweep.json that cannot be read are not replaced by the new file's."""
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "sweep.json").write_bytes(damage)
+  with pytest.raises(rundir.DamagedRunFile, match=f"sweep.json is damaged: .*{problem}"):
+    sweep.run_sweep([_run("a")], str(out), stream=None, command=_fake_train)
+  assert (out / "sweep.json").read_bytes() == damage and not (out / "a").exists()
+
+
+def test_an_unchanged_run_is_not_refused(tmp_path, capfd):
+  """The same sweep file again: finished runs are listed as finished (dry run) and rerun with
+  --rerun-finished; only a differing config is a conflict."""
+  out = tmp_path / "out"
+  runs = [_run("a", **{"model.d_model": 16}), _run("b", **{"model.d_model": 24})]
+  sweep.run_sweep(runs, str(out), stream=None, command=_fake_train)
+  same = _write_sweep(tmp_path / "same.py", runs)
+  capfd.readouterr()
+  assert sweep.main([same, "--out", str(out), "--dry-run"]) == 0
+  assert capfd.readouterr().out.splitlines() == ["# 0 to run, 2 finished"]
+  assert sweep.main([same, "--out", str(out), "--dry-run", "--rerun-finished"]) == 0
+  printed = capfd.readouterr().out.splitlines()
+  assert printed[-1] == "# 2 to run, 0 finished"
+  assert f"--workdir {out / 'a'}" in printed[0] and "--config.model.d_model=16" in printed[0]
+  res = sweep.run_sweep(runs, str(out), stream=None, rerun_finished=True, command=_fake_train)
+  assert {k: r.status for k, r in res.items()} == {"a": "finished", "b": "finished"}
 
 
 def test_normalize_and_load_errors(tmp_path):
@@ -90,12 +205,23 @@ def test_skip_finished_and_retry_failed(tmp_path):
   assert recs[-1]["step"] == 10 and rundir.read_status(str(out / "ok_a"))["status"] == "finished"
   assert res["ok_a"].cpu_s > 0
   before = os.path.getmtime(out / "ok_a" / "metrics.jsonl")
-  # Rerun through the CLI: the finished runs are skipped, the failed one retried (and fails).
+  # Rerun through the CLI: the finished runs are skipped, the failed one retried (and fails);
+  # the config the trainer recorded is the one the sweep resolves (not a reused name: exit 1,
+  # not 2).
   sweep_file = _write_sweep(tmp_path / "grid.py", runs)
+  assert sweep.main([sweep_file, "--out", str(out), "--dry-run"]) == 0
   assert sweep.main([sweep_file, "--out", str(out)]) == 1
   assert os.path.getmtime(out / "ok_a" / "metrics.jsonl") == before
   assert (out / "bad" / "train.log").read_text().count("\n### ") == 2
-  assert json.load(open(out / "sweep.json"))["runs"][0]["name"] == "ok_a"
+  assert [r["name"] for r in json.load(open(out / "sweep.json"))["runs"]] == ["ok_a", "bad"]
+  # The trained run's name with another d_model: refused before anything runs.
+  sweep_json = (out / "sweep.json").read_bytes()
+  other = _write_sweep(tmp_path / "other.py", [dict(runs[0], overrides=_overrides(
+      array, **{"model.d_model": 48}))])
+  with pytest.raises(sweep.SweepError, match=r"run 'ok_a': .*model.d_model: 32 there vs 48 now"):
+    sweep.run_sweep(sweep.load_sweep(other), str(out), stream=None)
+  assert (out / "sweep.json").read_bytes() == sweep_json
+  assert os.path.getmtime(out / "ok_a" / "metrics.jsonl") == before
 
 
 @pytest.mark.slow
