@@ -26,7 +26,7 @@ import traceback
 from typing import Any, Sequence, TextIO
 
 from experiments import common
-from scaling_jax import errors, metrics, rundir
+from scaling_jax import errors, metrics, preflight, rundir
 from scaling_jax import sweep as sweep_lib
 
 EXPERIMENTS_DIR = common.REPO / "experiments"
@@ -53,12 +53,18 @@ def experiment_names() -> list[str]:
 
 
 def select(only: str | None) -> list[str]:
-  """The experiments named by `--only 01,04` (numbers or folder names); all by default."""
+  """The experiments named by `--only 01,04` (numbers or folder names); all when None.
+  ExperimentError for a name that matches none, or an --only that names nothing (`--only ,`
+  must not pass as a run of no experiment)."""
   names = experiment_names()
-  if not only:
+  if only is None:
     return names
+  tokens = [t.strip() for t in only.split(",") if t.strip()]
+  if not tokens:
+    raise common.ExperimentError(f"--only {only!r} names no experiment; pass numbers or folder "
+                                 f"names among {', '.join(names)}")
   picked = []
-  for token in (t.strip() for t in only.split(",") if t.strip()):
+  for token in tokens:
     match = [n for n in names if n == token or n.split("_")[0] == token.zfill(2)]
     if not match:
       raise common.ExperimentError(f"--only {token!r} names no experiment; use numbers or "
@@ -223,9 +229,13 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--dry-run", action="store_true",
                       help="print the plan (sweep directories, runs to train) only")
   args = parser.parse_args(argv)
-  groups = plan(select(args.only), args.out, common.resolve_scale(args.scale))
-  for g in groups:
-    todo, done = sweep_lib.pending(g.runs, g.sweep_dir)
+  # Every input is checked before the plan is printed: the experiments, --out (not under a
+  # file, writable), and the status.json of each run already in it (DamagedRunFile).
+  names, scale = select(args.only), common.resolve_scale(args.scale)
+  preflight.check_output_dir(args.out, "--out")
+  groups = plan(names, args.out, scale)
+  pending = [(g, *sweep_lib.pending(g.runs, g.sweep_dir)) for g in groups]
+  for g, todo, done in pending:
     est = sum(estimated_seconds(r) for r in todo)
     print(f"[experiments] {g.sweep_dir}: {', '.join(g.experiments)}; {len(todo)} to train "
           f"(~{sweep_lib._fmt_s(est)} on an idle 2-core CPU), {len(done)} finished")

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make `launch` and `scaling_jax
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from launch import common, slurm  # noqa: E402
-from scaling_jax import errors, rundir, transfer  # noqa: E402
+from scaling_jax import errors, preflight, rundir, transfer  # noqa: E402
 # Sweep files are read exactly as `scaling-jax sweep` reads them.
 from scaling_jax.sweep import SweepError, absolute, load_sweep, normalize_runs  # noqa: E402,F401
 from scaling_jax.sweep import pending as _pending  # noqa: E402
@@ -182,11 +182,31 @@ def _occupied(target: str) -> bool:
   return rundir.exists(target) if rundir.is_remote(target) else os.path.lexists(target)
 
 
+def _source_runs(src: str) -> list[str]:
+  """The run directories under collect's source `src`; SweepError when `src` is no
+  directory or holds no run (a typo in a path must not pass as "0 finished runs")."""
+  if not rundir.is_dir(src):
+    what = "is not a directory" if rundir.exists(src) else "does not exist"
+    raise SweepError(f"collect source {src} {what}; pass the --out directory of a sweep (or a "
+                     "run directory)")
+  runs = rundir.find_runs(src)
+  if not runs:
+    raise SweepError(f"no run directories (with config.json) under collect source {src}; pass "
+                     "the --out directory of a sweep (or a run directory)")
+  return runs
+
+
 def collect(sources: list[str], dest: str | None, mode: str = "list",
             with_checkpoints: bool = False, out=None) -> list[str]:
   """Finished run dirs under `sources` (local or gs://); copied (either may be remote) or
-  linked (both local) into `dest` unless mode is list."""
+  linked (both local) into `dest` unless mode is list.
+
+  Every source, run status and target is checked before `dest` or anything in it is
+  created: bad input (a missing source, a damaged status.json, a taken target) creates
+  nothing."""
   out = sys.stdout if out is None else out
+  if mode != "list" and not dest:
+    raise SweepError(f"collect --mode {mode} needs --dest DIR")
   if mode == "link":
     remote = [p for p in sources + [dest or ""] if rundir.is_remote(p)]
     if remote:
@@ -194,29 +214,29 @@ def collect(sources: list[str], dest: str | None, mode: str = "list",
                        "runs; use --mode copy")
   finished, others = [], []
   for src in sources:
-    for run in rundir.find_runs(src):
+    for run in _source_runs(src):
       status = rundir.read_status(run)["status"]
       (finished if status == "finished" else others).append((run, status))
-  if mode != "list":
-    if not dest:
-      raise SweepError(f"collect --mode {mode} needs --dest DIR")
+  if mode == "list":
+    results = [run for run, _ in finished]
+  else:
+    targets = {}  # run -> its directory under dest
+    for run, _ in finished:
+      name, parent = _name_and_parent(run)
+      target = os.path.join(dest, name)
+      if _occupied(target) or target in targets.values():
+        target = os.path.join(dest, f"{parent}__{name}")  # two sweeps with a run of this name
+      if _occupied(target) or target in targets.values():
+        raise SweepError(f"{target} exists; collect into an empty --dest")
+      targets[run] = target
     rundir.makedirs(dest)
-  results = []
-  for run, _ in finished:
-    if mode == "list":
-      results.append(run)
-      continue
-    name, parent = _name_and_parent(run)
-    target = os.path.join(dest, name)
-    if _occupied(target):
-      target = os.path.join(dest, f"{parent}__{name}")  # two sweeps with a run of this name
-    if _occupied(target):
-      raise SweepError(f"{target} exists; collect into an empty --dest")
-    if mode == "link":
-      os.symlink(os.path.abspath(run), target)
-    else:  # the fitter reads config/metrics/status; checkpoints are big
-      transfer.copy_tree(run, target, skip=() if with_checkpoints else (rundir.CHECKPOINT_DIR,))
-    results.append(target)
+    for run, target in targets.items():
+      if mode == "link":
+        os.symlink(os.path.abspath(run), target)
+      else:  # the fitter reads config/metrics/status; checkpoints are big
+        transfer.copy_tree(run, target,
+                           skip=() if with_checkpoints else (rundir.CHECKPOINT_DIR,))
+    results = list(targets.values())
   for path in results:
     out.write(path + "\n")
   for run, status in others:
@@ -235,7 +255,8 @@ def main(argv: list[str]) -> int:
   s.add_argument("--out", required=True, help="sweep dir; run NAME trains into OUT/NAME")
   s.add_argument("--backend", choices=("slurm", "tpu", "local"), required=True)
   s.add_argument("--rerun-finished", action="store_true", help="also runs already finished")
-  s.add_argument("--max-parallel", type=errors.positive_int, default=None, help="slurm: array tasks at once")
+  s.add_argument("--max-parallel", type=errors.positive_int, default=None,
+                 help="slurm: array tasks at once")
   s.add_argument("--job-name", default="sweep")
   slurm.add_cluster_flags(s)  # --nodes --gpus-per-node --time --partition ... --dry-run
   s.add_argument("--project", default=None)
@@ -246,13 +267,18 @@ def main(argv: list[str]) -> int:
   s.add_argument("--prefix", default="sj", help="tpu: queued-resource name prefix")
   s.add_argument("--spot", action="store_true")
   s.add_argument("--gcs-workdir", action="store_true",
-                 help="tpu: train straight into BUCKET/runs/NAME (--workdir gs://..., needs '.[gcs]')")
+                 help="tpu: train straight into BUCKET/runs/NAME (--workdir gs://..., needs "
+                      "'.[gcs]')")
   c = sub.add_parser("collect", help="gather finished run dirs for the fitter")
   c.add_argument("sources", nargs="+")
   c.add_argument("--dest", default=None)
   c.add_argument("--mode", choices=("list", "copy", "link"), default="copy")
   c.add_argument("--with-checkpoints", action="store_true")
   args = parser.parse_args(argv)
+  if args.cmd == "submit" and args.backend == "tpu":  # checked before anything is read
+    missing = [f"--{k}" for k in ("project", "zone", "bucket") if not getattr(args, k)]
+    if missing:
+      parser.error(f"--backend tpu needs {' '.join(missing)}")
 
   if args.cmd == "collect":
     runs = collect(args.sources, args.dest, args.mode, args.with_checkpoints)
@@ -260,6 +286,8 @@ def main(argv: list[str]) -> int:
     return 0
   runs = load_sweep(args.sweep)
   out_dir = absolute(args.out)  # a gs:// OUT stays a URL
+  if not args.dry_run:  # a --dry-run may print scripts for a cluster's paths, absent here
+    preflight.check_output_dir(out_dir, "--out")
   todo, done = pending(runs, out_dir, not args.rerun_finished)
   if done:
     print(f"# skipping {len(done)} finished runs: {', '.join(done)}")
@@ -271,9 +299,6 @@ def main(argv: list[str]) -> int:
                               job_name=args.job_name, **slurm.cluster_kwargs(args))
     return execute(files, cmds, args.dry_run)
   if args.backend == "tpu":
-    missing = [f"--{k}" for k in ("project", "zone", "bucket") if not getattr(args, k)]
-    if missing:
-      parser.error(f"--backend tpu needs {' '.join(missing)}")
     files, cmds = tpu_queued(todo, project=args.project, zone=args.zone,
                              accelerator_type=args.accelerator_type,
                              runtime_version=args.runtime_version, bucket=args.bucket,

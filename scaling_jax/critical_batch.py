@@ -40,7 +40,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import html
-import importlib.util
 import math
 import os
 import sys
@@ -52,9 +51,9 @@ import numpy as np
 
 from scaling_jax import errors
 from scaling_jax import metric_keys as keys
-from scaling_jax import rundir
+from scaling_jax import preflight, rundir
 from scaling_jax import sweep as sweep_lib
-from scaling_jax.config import ConfigError
+from scaling_jax.config import ConfigError, load_user_module
 from scaling_jax.scaling import batch as batch_lib
 from scaling_jax.scaling import batch_plots, bcrit, probes
 from scaling_jax.scaling import runs as runs_lib
@@ -74,18 +73,41 @@ class StudyError(ConfigError):
 # ---------------------------------------------------------------------------- the design
 
 
+# The fields of a study (configs/critical_batch.py's get_study()) and what each must be.
+STUDY_INTS = ("base_batch", "base_steps", "eval_sequences", "eval_every_sequences",
+              "branch_max_tokens", "sweep_max_tokens")
+STUDY_LADDERS = ("branch_steps", "batch_sizes")
+STUDY_FIELDS = (*STUDY_INTS, *STUDY_LADDERS, "target_drop", "lr_rule")
+
+
 def load_study(config_file: str, overrides: dict[str, str]) -> ml_collections.ConfigDict:
-  """The config file's get_study() with --study.FIELD=VALUE overrides, checked."""
+  """The config file's get_study() with --study.FIELD=VALUE overrides, checked.
+
+  Whatever the user's file does wrong (a syntax error, an import that fails, get_study()
+  raising, missing or returning something other than a ConfigDict) is a StudyError naming
+  the file, as config and sweep files are (`config.load_user_module` runs it)."""
   if not os.path.isfile(config_file):
     raise StudyError(f"config file {config_file!r} does not exist; pass a file with "
                      "get_config() and get_study() such as configs/critical_batch.py")
-  spec = importlib.util.spec_from_file_location("_critical_batch_config", config_file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_study"):
-    raise StudyError(f"{config_file} defines no get_study(); it must return the study's design "
-                     "(see configs/critical_batch.py)")
-  study = module.get_study()
+  try:
+    module = load_user_module(config_file, "_critical_batch_config")
+    get_study = getattr(module, "get_study", None)
+    if not callable(get_study):
+      raise StudyError(f"{config_file} defines no get_study(); it must return the study's "
+                       "design (see configs/critical_batch.py)")
+    study = get_study()
+  except StudyError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- the user's file: one line saying which and what
+    raise StudyError(f"cannot load study file {config_file}: {type(e).__name__}: "
+                     f"{errors.one_line(e)}; fix the file") from None
+  if not isinstance(study, ml_collections.ConfigDict):
+    raise StudyError(f"get_study() of {config_file} returned a {type(study).__name__}; it must "
+                     "return an ml_collections.ConfigDict as configs/critical_batch.py does")
+  missing = [f for f in STUDY_FIELDS if f not in study]
+  if missing:
+    raise StudyError(f"get_study() of {config_file} lacks the study fields {missing}; see "
+                     "configs/critical_batch.py for every field")
   for key, text in overrides.items():
     if key not in study:
       raise StudyError(f"unknown study field {key!r}; the fields are {sorted(study.keys())}")
@@ -105,25 +127,32 @@ def load_study(config_file: str, overrides: dict[str, str]) -> ml_collections.Co
   return study
 
 
+def _positive_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def check_study(s) -> None:
-  """One-line StudyError for a design that cannot work."""
-  ints = {"base_batch": [s.base_batch], "base_steps": [s.base_steps],
-          "branch_steps": list(s.branch_steps), "batch_sizes": list(s.batch_sizes),
-          "eval_sequences": [s.eval_sequences], "eval_every_sequences": [s.eval_every_sequences]}
-  for name, values in ints.items():
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                             for v in values):
-      raise StudyError(f"study.{name}={getattr(s, name)!r} must be positive integers")
+  """One-line StudyError for a design that cannot work (a field of the wrong type included:
+  a study file's get_study() is checked here as much as the --study overrides)."""
+  for name in STUDY_INTS:
+    if not _positive_int(s[name]):
+      unit = "number of tokens" if name.endswith("_tokens") else "integer"
+      raise StudyError(f"study.{name}={s[name]!r} must be a positive {unit}")
+  for name in STUDY_LADDERS:
+    if not (isinstance(s[name], (tuple, list)) and s[name]
+            and all(_positive_int(v) for v in s[name])):
+      raise StudyError(f"study.{name}={s[name]!r} must be a tuple of positive integers")
   if len(set(s.batch_sizes)) < batch_lib.MIN_BATCH_SIZES:
     raise StudyError(f"study.batch_sizes={s.batch_sizes}: the S_min/E_min fit needs >= "
                      f"{batch_lib.MIN_BATCH_SIZES} distinct batch sizes")
   if max(s.branch_steps) >= s.base_steps:
     raise StudyError(f"study.branch_steps={s.branch_steps} must lie before the base run's end "
                      f"(study.base_steps={s.base_steps})")
-  if not 0 < s.target_drop < 0.5:
-    raise StudyError(f"study.target_drop={s.target_drop} must be in (0, 0.5): the fraction of "
+  drop = s.target_drop
+  if not (isinstance(drop, (int, float)) and not isinstance(drop, bool) and 0 < drop < 0.5):
+    raise StudyError(f"study.target_drop={drop!r} must be in (0, 0.5): the fraction of "
                      "the loss each branch trains off")
-  if s.lr_rule not in (*LR_RULES, GNS_LR_RULE):
+  if not isinstance(s.lr_rule, str) or s.lr_rule not in (*LR_RULES, GNS_LR_RULE):
     raise StudyError(f"study.lr_rule={s.lr_rule!r} is not one of "
                      f"{(*LR_RULES, GNS_LR_RULE)}")
   bad = [b for b in (*s.batch_sizes, s.base_batch) if s.eval_sequences % b]
@@ -135,9 +164,6 @@ def check_study(s) -> None:
   if any(b % every for b in s.branch_steps) or ckpt % every:
     raise StudyError(f"study.branch_steps={s.branch_steps} must be multiples of the base run's "
                      f"eval interval, {every} steps (eval_every_sequences / base_batch)")
-  for name in ("branch_max_tokens", "sweep_max_tokens"):
-    if not (isinstance(s[name], int) and s[name] > 0):
-      raise StudyError(f"study.{name}={s[name]!r} must be a positive number of tokens")
 
 
 def base_eval_every(s) -> int:
@@ -521,6 +547,14 @@ def main(argv: list[str]) -> int:
   if args.dry_run:
     print(" ".join(sweep_lib.train_command(base, runs_dir)))
     return 0
+  # Every input is checked before the first line of progress: --out (the runs, and the report
+  # written after hours of training), and the base run's status.json where a study is
+  # resumed (DamagedRunFile).
+  report_dir = (REMOTE_REPORT_DIR if rundir.is_remote(args.out)
+                else os.path.join(args.out, "report"))
+  preflight.check_output_dir(runs_dir, "--out")
+  preflight.check_output_dir(report_dir, "--out")
+  sweep_lib.pending([base], runs_dir)
   print(f"[critical-batch] base run ({s.base_steps} steps of {s.base_batch} sequences, GNS) "
         f"into {runs_dir}", file=sys.stderr)
   results = sweep_lib.run_sweep([base], runs_dir, progress_every_s=30)
@@ -544,8 +578,6 @@ def main(argv: list[str]) -> int:
     return code
   report = analyze(s, runs_dir, points, bootstrap=args.bootstrap)
   report["wall_s"] = time.monotonic() - t0  # of this invocation (a resume: the rest only)
-  report_dir = (REMOTE_REPORT_DIR if rundir.is_remote(args.out)
-                else os.path.join(args.out, "report"))
   paths = write_report(report, report_dir)
   print("\n".join(summary_lines(report)))
   print(f"[critical-batch] done in {report['wall_s'] / 60:.1f} min; open {paths['html']}")

@@ -6,12 +6,15 @@ fitted to the pooled GNS), L(N, S_min) on every run, its extrapolation to the he
 largest model with B_crit from the GNS, from Kaplan and with no adjustment side by side,
 L(N) on the final losses and the compute-efficient frontier. This module only renders
 that typed result: `write_report` writes STUDY/report/{report.html, report.json, *.png}.
+Runs whose status.json says failed are left out (named in a warning); a study none of whose
+runs finished is refused (`select_runs`).
 The HTML embeds its figures, so it can be mailed as one file; the PNGs lie beside it.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import math
@@ -19,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 
@@ -27,6 +30,7 @@ from scaling_jax import errors, preflight, rundir
 from scaling_jax.scaling import bcrit as bcrit_lib
 from scaling_jax.scaling import isoflop
 from scaling_jax.scaling import reference
+from scaling_jax.scaling import runs as runs_lib
 from scaling_jax.scaling import study as study_lib
 from scaling_jax.scaling.laws import FitError
 
@@ -322,13 +326,58 @@ the exponents are the comparable part.</p>
 """
 
 
+def _names(runs: Sequence[runs_lib.Run], most: int = 6) -> str:
+  names = [r.name for r in runs]
+  more = f" and {len(names) - most} more" if len(names) > most else ""
+  return ", ".join(names[:most]) + more
+
+
+def select_runs(study_dir: str, notes: list[str]) -> tuple[list[runs_lib.Run], str]:
+  """The runs a report fits, and a sentence naming the failed runs it left out ("" if none).
+
+  Every run under `study_dir` with logged metrics except the failed ones, whose curves end
+  where training broke (a diverged loss would bend the fit); unfinished runs (preempted,
+  running) are kept as they are beside finished ones. FitError when none of the runs
+  finished: a report of runs that all failed or are still training would present numbers of
+  nothing that completed. Unreadable runs are named in `notes` (`runs.read_runs`)."""
+  runs = study_lib.load_source(study_dir, notes)  # FitError when there is no run at all
+  if not any(r.status == "finished" for r in runs):
+    by_status: dict[str, list[runs_lib.Run]] = {}
+    for r in runs:
+      by_status.setdefault(r.status, []).append(r)
+    statuses = "; ".join(f"{k}: {_names(v)}" for k, v in sorted(by_status.items()))
+    raise FitError(f"none of the {len(runs)} runs under {study_dir} finished ({statuses}); see "
+                   f"each run's status.json and train.log under {study_dir}, and rerun its "
+                   "sweep to finish them (finished runs are skipped)")
+  failed = [r for r in runs if r.status == "failed"]
+  left_out = "" if not failed else (
+      f"left out {len(failed)} failed run{'s' if len(failed) > 1 else ''} of {len(runs)}: "
+      f"{_names(failed)} (see {study_dir}/NAME/status.json and train.log; rerun the sweep "
+      "to retry them)")
+  return [r for r in runs if r.status != "failed"], left_out
+
+
 def report(study_dir: str, out_dir: str | None = None, *, bootstrap: int = 200, seed: int = 0,
-           b_crit: bcrit_lib.Spec = "gns", stream=sys.stdout
+           b_crit: bcrit_lib.Spec = "gns", stream: TextIO | None = sys.stdout
            ) -> tuple[study_lib.StudyAnalysis, dict[str, str]]:
-  """analyze_study (and `isoflop.analyze_sweep` where the runs form an IsoFLOP sweep, with
-  the study's B_crit(L) for Kaplan's frontier) + write_report + the key tables on `stream`;
-  returns (analysis, paths)."""
-  a = study_lib.analyze_study(study_dir, b_crit=b_crit, bootstrap=bootstrap, seed=seed)
+  """analyze_study of the study's `select_runs` (and `isoflop.analyze_sweep` where the runs
+  form an IsoFLOP sweep, with the study's B_crit(L) for Kaplan's frontier) + write_report +
+  the key tables on `stream` (None: nothing); returns (analysis, paths).
+
+  Failed runs left out are named in one warning line on stderr once the analysis stands, or
+  at the end of the FitError's one line when it does not."""
+  notes: list[str] = []
+  runs, left_out = select_runs(study_dir, notes)
+  try:
+    a = study_lib.analyze_study(runs, b_crit=b_crit, bootstrap=bootstrap, seed=seed)
+  except FitError as e:
+    if not left_out:
+      raise
+    raise FitError(f"{errors.one_line(e)}; {left_out}") from None
+  if left_out:
+    notes.append(left_out)
+    print(f"scaling-jax report: warning: {left_out}", file=sys.stderr, flush=True)
+  a = dataclasses.replace(a, source=str(study_dir), notes=notes + a.notes)
   sweep = isoflop.analyze_sweep(a.runs, n_boot=bootstrap, seed=seed, b_crit=a.b_crit)
   paths = write_report(a, out_dir or f"{str(study_dir).rstrip('/')}/{REPORT_DIR}", sweep)
   if stream is not None:
@@ -362,7 +411,10 @@ def main(argv: list[str]) -> int:
     raise FitError(f"{args.study!r} is not a directory; pass a sweep directory of run "
                    "directories")
   preflight.check_output_dir(args.out or f"{str(args.study).rstrip('/')}/{REPORT_DIR}", "--out")
-  report(args.study, args.out, bootstrap=args.bootstrap, seed=args.seed, b_crit=b_crit)
+  # sys.stdout as it is now (the default argument is the one at import, which a test's
+  # capture may have replaced and closed since)
+  report(args.study, args.out, bootstrap=args.bootstrap, seed=args.seed, b_crit=b_crit,
+         stream=sys.stdout)
   return 0
 
 

@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from experiments import common as experiments_common
+from experiments import run_all
 from launch import local, slurm, sweep_fanout, tpu_vm
 from scaling_jax import cli, metrics as metrics_lib, rundir
 from tests.helpers import write_token_array
@@ -132,6 +133,40 @@ def world(tmp_path_factory):
   w["cfg_raises"] = _py(root / "cfg_raises.py", "def get_config():\n  return 1 / 0\n")
   w["cfg_list"] = _py(root / "cfg_list.py", "def get_config():\n  return [1, 2]\n")
   w["cfg_latin1"] = _py(root / "cfg_latin1.py", "NAME = 'caf\xe9'\n".encode("latin-1"))
+  # critical-batch study files (get_study()), and a study directory whose base run's
+  # status.json is damaged
+  design = ("dict(base_batch=16, base_steps=800, branch_steps={steps}, batch_sizes=(8, 16, 32), "
+            "target_drop={drop}, branch_max_tokens=1000, sweep_max_tokens=1000, "
+            "eval_sequences=128, eval_every_sequences=80, lr_rule='gns')")
+  bad_studies = {
+      "syntax": "def get_study(:\n",
+      "raises": "def get_study():\n  raise ValueError('no design at this scale')\n",
+      "dict": "def get_study():\n  return {'base_batch': 16}\n",
+      "not_callable": "get_study = 5\n",
+      "import_error": "import no_such_module_xyz\n",
+      "latin1": "NAME = 'caf\xe9'\ndef get_study():\n  return None\n",
+      "few_fields": ("import ml_collections\ndef get_study():\n"
+                     "  return ml_collections.ConfigDict({'base_batch': 16})\n"),
+      "steps_int": ("import ml_collections\ndef get_study():\n  return ml_collections."
+                    f"ConfigDict({design.format(steps=500, drop=0.03)})\n"),
+      "drop_word": ("import ml_collections\ndef get_study():\n  return ml_collections."
+                    f"ConfigDict({design.format(steps=(400,), drop=repr('x'))})\n"),
+  }
+  for name, text in bad_studies.items():
+    w[f"study_{name}"] = _py(root / f"study_{name}.py",
+                             text.encode("latin-1") if name == "latin1" else text)
+  cb_damaged = root / "cb_damaged"
+  _write_run(cb_damaged / "runs" / "base")
+  (cb_damaged / "runs" / "base" / rundir.STATUS_FILE).write_bytes(b'{"status": "fini')
+  w["cb_damaged"] = str(cb_damaged)
+  # studies whose runs all failed, or none of which finished
+  for key, statuses in (("study_all_failed", ("failed",) * 3),
+                        ("study_unfinished", ("failed", "preempted", "running")),
+                        ("study_one_failed", ("finished", "failed", "finished"))):
+    for i, (n, status) in enumerate(zip((1e6, 4e6, 1.6e7), statuses)):
+      make_run(root / key, f"n{i}", n, steps=range(10, 201, 10))
+      rundir.write_status(root / key / f"n{i}", status, step=200)
+    w[key] = str(root / key)
   return w
 
 
@@ -176,7 +211,19 @@ def fit_table(key):
   return lambda w, t: ["fit", w[key], "--law", "L_N", "--out", str(t / "f")]
 
 
-# (command argv from (world, tmp_path), a fragment the one stderr line must contain)
+def report_of(key, b_crit="kaplan"):
+  """`scaling-jax report` of the world's study `key` into a new directory."""
+  return lambda w, t: ["report", w[key], "--out", str(t / "r"), "--bootstrap", "0",
+                       "--b-crit", b_crit]
+
+
+def critical_batch_study(key):
+  """`scaling-jax critical-batch --config` the world's study file `key`."""
+  return lambda w, t: ["critical-batch", "--config", w[key], "--out", str(t / "cb")]
+
+
+# (command argv from (world, tmp_path), a fragment the one stderr line must contain, or a
+# tuple of them)
 CASES = {
     # train: values
     "train_lr_nan": (train_with("--config.optim.lr=nan"), "optim.lr=nan"),
@@ -299,6 +346,39 @@ CASES = {
     "report_damaged_status": (lambda w, t: ["report", w["study_damaged_status"], "--out",
                                             str(t / "r")], "status.json is damaged"),
     "report_unknown_argument": (lambda w, t: ["report", w["study"], "--law", "L_N"], "--law"),
+    "report_all_runs_failed": (report_of("study_all_failed"),
+                               ("none of the 3 runs", "finished", "failed: n0, n1, n2",
+                                "status.json", "train.log")),
+    "report_no_run_finished": (report_of("study_unfinished"),
+                               ("none of the 3 runs", "failed: n0", "preempted: n1",
+                                "running: n2")),
+    # the runs logged no GNS: the error also says which failed run was left out
+    "report_error_names_the_left_out_run": (report_of("study_one_failed", "gns"),
+                                            ("usable GNS", "left out 1 failed run of 3: n1")),
+    # critical-batch: the study file, --out and the runs already in it
+    "critical_batch_study_syntax": (critical_batch_study("study_syntax"),
+                                    ("study_syntax.py", "SyntaxError")),
+    "critical_batch_get_study_raises": (critical_batch_study("study_raises"),
+                                        ("study_raises.py",
+                                         "ValueError: no design at this scale")),
+    "critical_batch_get_study_returns_dict": (critical_batch_study("study_dict"),
+                                              ("study_dict.py", "returned a dict")),
+    "critical_batch_get_study_not_callable": (critical_batch_study("study_not_callable"),
+                                              "no get_study()"),
+    "critical_batch_study_import_error": (critical_batch_study("study_import_error"),
+                                          "ModuleNotFoundError"),
+    "critical_batch_study_not_utf8": (critical_batch_study("study_latin1"), "SyntaxError"),
+    "critical_batch_study_lacks_fields": (critical_batch_study("study_few_fields"),
+                                          ("lacks", "base_steps")),
+    "critical_batch_branch_steps_not_a_tuple": (critical_batch_study("study_steps_int"),
+                                                "study.branch_steps=500"),
+    "critical_batch_target_drop_word": (critical_batch_study("study_drop_word"),
+                                        "study.target_drop='x'"),
+    "critical_batch_out_under_a_file": (lambda w, t: ["critical-batch", "--out",
+                                                      w["a_file"] + "/cb"], "not a directory"),
+    "critical_batch_damaged_base_status": (lambda w, t: ["critical-batch", "--out",
+                                                         w["cb_damaged"]],
+                                           "status.json is damaged"),
     # data
     "data_vocab_override_abc": (lambda w, t: ["data", "--config.model.vocab_size=abc",
                                               "--data-dir", str(t / "d")], "vocab_size=abc"),
@@ -344,7 +424,9 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, world, tmp_path,
   assert rc == 2, (rc, err[-3000:])
   assert len(lines) == 1, err[-3000:]
   assert lines[0].startswith(f"scaling-jax {argv[0]}: error: "), lines[0]
-  assert fragment in lines[0], lines[0]
+  for f in fragment if isinstance(fragment, tuple) else (fragment,):
+    assert f in lines[0], (f, lines[0])
+  assert out == "", out[-3000:]  # no progress before the input was checked
   assert tree_digest(world["root"]) == before
   assert sorted(os.listdir(tmp_path)) == []  # no output directory, run or cache was made
 
@@ -409,6 +491,38 @@ OTHER_ENTRY_POINTS = {
                               lambda w, t: ["submit", w["sweep_ok"], "--out", str(t / "o"),
                                             "--backend", "slurm", "--max-parallel", "0",
                                             "--dry-run"], "--max-parallel"),
+    "fanout_collect_missing_source": (sweep_fanout.main, "launch/sweep_fanout.py",
+                                      lambda w, t: ["collect", str(t / "nope"), "--dest",
+                                                    str(t / "dest")], "does not exist"),
+    "fanout_collect_one_source_missing": (sweep_fanout.main, "launch/sweep_fanout.py",
+                                          lambda w, t: ["collect", w["sweep_dir"],
+                                                        str(t / "nope"), "--dest",
+                                                        str(t / "dest")], "nope"),
+    "fanout_collect_source_is_a_file": (sweep_fanout.main, "launch/sweep_fanout.py",
+                                        lambda w, t: ["collect", w["a_file"], "--dest",
+                                                      str(t / "dest")], "not a directory"),
+    "fanout_collect_no_runs": (sweep_fanout.main, "launch/sweep_fanout.py",
+                               lambda w, t: ["collect", w["study_empty"], "--dest",
+                                             str(t / "dest")], "no run directories"),
+    "fanout_collect_copy_without_dest": (sweep_fanout.main, "launch/sweep_fanout.py",
+                                         lambda w, t: ["collect", w["sweep_dir"]], "--dest"),
+    "fanout_submit_out_under_a_file": (sweep_fanout.main, "launch/sweep_fanout.py",
+                                       lambda w, t: ["submit", w["sweep_ok"], "--out",
+                                                     w["a_file"] + "/o", "--backend", "local"],
+                                       "choose another --out"),
+    "fanout_tpu_without_project": (sweep_fanout.main, "launch/sweep_fanout.py",
+                                   lambda w, t: ["submit", w["sweep_ok"], "--out",
+                                                 w["sweep_dir"], "--backend", "tpu",
+                                                 "--dry-run"], "--project"),
+    "run_all_only_names_nothing": (run_all.main, "experiments.run_all",
+                                   lambda w, t: ["--out", str(t / "o"), "--only", ",",
+                                                 "--dry-run"], "01_l_of_n, 02_l_of_n_steps"),
+    "run_all_only_empty": (run_all.main, "experiments.run_all",
+                           lambda w, t: ["--out", str(t / "o"), "--only", "", "--dry-run"],
+                           "names no experiment"),
+    "run_all_out_under_a_file": (run_all.main, "experiments.run_all",
+                                 lambda w, t: ["--out", w["a_file"] + "/o", "--only", "01"],
+                                 "not a directory"),
     "experiment_only_a_damaged_run": (_analysis("01_l_of_n"), "experiment 01_l_of_n",
                                       lambda w, t: [w["run_list"], "--out", str(t / "a")],
                                       "no run directories"),  # the damaged run is skipped
@@ -421,12 +535,40 @@ OTHER_ENTRY_POINTS = {
 }
 
 
+# Cases whose entry point makes its --out before it reads the runs (experiments/common.py's
+# out_dir): the one exception to "creates nothing".
+MAKES_OUT_FIRST = {"experiment_only_a_damaged_run"}
+
+
 @pytest.mark.parametrize("case", sorted(OTHER_ENTRY_POINTS))
 def test_launchers_and_analyses_fail_in_one_line(case, world, tmp_path, capfd):
   main, name, make_argv, fragment = OTHER_ENTRY_POINTS[case]
   before = tree_digest(world["root"])
   rc = main(make_argv(world, tmp_path))
-  err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+  out, err = capfd.readouterr()
+  err = [line for line in err.splitlines() if line.strip()]
   assert rc == 2 and len(err) == 1, (rc, err)
   assert err[0].startswith(f"scaling-jax {name}: error: ") and fragment in err[0], err[0]
+  assert out == "", out[-3000:]  # nothing printed before the input was checked
   assert tree_digest(world["root"]) == before
+  if case not in MAKES_OUT_FIRST:
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_report_leaves_out_failed_runs_and_names_them(world, tmp_path, capfd):
+  """Some runs finished, one failed: the report fits the others and says on stderr, in one
+  line, which run it left out and where to look."""
+  study = tmp_path / "study"
+  for i, n in enumerate((1e6, 4e6, 1.6e7, 6.4e7)):
+    make_run(study, f"n{i}", n, steps=range(10, 201, 10))
+  rundir.write_status(study / "n3", "failed", step=120, error="TrainingDiverged: loss nan")
+  assert cli.main(["report", str(study), "--out", str(tmp_path / "r"), "--bootstrap", "0",
+                   "--b-crit", "kaplan"]) == 0
+  err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+  assert len(err) == 1, err
+  assert err[0].startswith("scaling-jax report: warning: left out 1 failed run of 4: n3 "), err
+  assert "status.json" in err[0] and "train.log" in err[0], err[0]
+  report_json = json.loads((tmp_path / "r" / "report.json").read_text())
+  assert [r["name"] for r in report_json["runs"]] == ["n0", "n1", "n2"]
+  assert report_json["source"] == str(study)
+  assert any("n3" in n and "failed" in n for n in report_json["notes"])
