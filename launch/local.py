@@ -4,8 +4,15 @@
 
 Process i gets SCALING_JAX_COORDINATOR=127.0.0.1:PORT, SCALING_JAX_NUM_PROCESSES=N and
 SCALING_JAX_PROCESS_ID=i, which `scaling_jax.distributed.initialize()` reads. Output
-lines are prefixed with [pI]; if one process fails the others are stopped and the exit
-status is the failing one's. Good for testing multi-host code paths on one box.
+lines are prefixed with [pI]; the exit status is the first failing process's. Good for
+testing multi-host code paths on one box.
+
+When one process fails the others have lost a peer: they end on their own (a collective
+fails, or JAX's heartbeat check aborts them within ~100 s), so they get `--peer-grace`
+seconds (default PEER_GRACE_S) before SIGTERM, then SIGKILL 5 s later. If the command trains
+(`--workdir W`) and W's status.json still says `running` afterwards (JAX aborted the
+survivors, or the launcher killed them), the launcher records the run as failed with the
+lost process and the checkpoint that rerunning resumes from (`record_lost_processes`).
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make `scaling_jax` importable from a checkout
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scaling_jax import errors  # noqa: E402
+from scaling_jax import checkpoint, errors, rundir  # noqa: E402
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+PEER_GRACE_S = 120.0  # > JAX's 100 s heartbeat timeout: survivors of a lost peer end by then
 
 
 def free_port() -> int:
@@ -69,8 +77,9 @@ def _pump(i: int, stream, out, lock: threading.Lock) -> None:
   stream.close()
 
 
-def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
-  """SIGTERM the still-running children's process groups, SIGKILL after `grace_s`."""
+def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> list[int]:
+  """SIGTERM the still-running children's process groups, SIGKILL after `grace_s`; the
+  indices of those it had to signal."""
   alive = [p for p in procs if p.poll() is None]
   for p in alive:
     try:
@@ -87,11 +96,57 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
       except ProcessLookupError:
         pass
       p.wait()
+  return [procs.index(p) for p in alive]
+
+
+def _wait_all(procs: list[subprocess.Popen], timeout_s: float) -> None:
+  """Waits up to `timeout_s` for every process to end by itself."""
+  deadline = time.monotonic() + timeout_s
+  while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+    time.sleep(0.05)
+
+
+def workdir_of(command: Sequence[str]) -> str | None:
+  """The run directory a command trains into (`--workdir W` or `--workdir=W`), or None."""
+  for i, arg in enumerate(command):
+    if arg == "--workdir" and i + 1 < len(command):
+      return command[i + 1]
+    if arg.startswith("--workdir="):
+      return arg.split("=", 1)[1]
+  return None
+
+
+def describe_exit(code: int) -> str:
+  """'exited with 3', 'was killed by signal 9 (SIGKILL)', ... for a Popen return code."""
+  if code >= 0:
+    return f"exited with {code}"
+  try:
+    name = signal.Signals(-code).name
+  except ValueError:
+    name = "?"
+  return f"was killed by signal {-code} ({name})"
+
+
+def record_lost_processes(command: Sequence[str], codes: Sequence[int | None],
+                          stopped: Sequence[int]) -> str | None:
+  """Marks the run of `command` failed if its status.json still says `running` after the
+  job ended with a failure: the processes that died and those the launcher stopped. Returns
+  the message written, or None (no run, or the survivors recorded it themselves)."""
+  workdir = workdir_of(command)
+  if workdir is None or rundir.read_status(workdir)["status"] != "running":
+    return None
+  died = [f"process {i} {describe_exit(c)}" for i, c in enumerate(codes)
+          if i not in stopped and c not in (None, 0)]
+  reason = "; ".join(died + [f"the launcher stopped process {i} after its peer was lost"
+                             for i in stopped])
+  return rundir.mark_peer_lost(workdir, reason, checkpoint.finished_steps(workdir))
 
 
 def run(command: Sequence[str], n: int, port: int = 0, cpu_devices: int | None = None,
-        timeout_s: float | None = None, out=None, gpus_per_process: int | None = None) -> int:
-  """Starts the N processes, streams prefixed output; 0 iff all exit 0."""
+        timeout_s: float | None = None, out=None, gpus_per_process: int | None = None,
+        peer_grace_s: float = PEER_GRACE_S) -> int:
+  """Starts the N processes, streams prefixed output; 0 iff all exit 0. After a process
+  fails the others get `peer_grace_s` to end by themselves (see the module docstring)."""
   out = sys.stdout if out is None else out
   port = port or free_port()
   procs: list[subprocess.Popen] = []
@@ -116,7 +171,9 @@ def run(command: Sequence[str], n: int, port: int = 0, cpu_devices: int | None =
       if failed:
         i, rc = failed[0]
         with lock:
-          out.write(f"[launch] process {i} exited with {rc}; stopping the others\n")
+          out.write(f"[launch] process {i} {describe_exit(rc)}; the others get up to "
+                    f"{peer_grace_s:.0f} s to end before they are stopped\n")
+        _wait_all(procs, peer_grace_s)
         break
       if all(c == 0 for c in codes):
         break
@@ -129,9 +186,13 @@ def run(command: Sequence[str], n: int, port: int = 0, cpu_devices: int | None =
   except KeyboardInterrupt:
     rc = 130
   finally:
-    _stop(procs)
+    stopped = _stop(procs)
     for t in threads:
       t.join(timeout=5)
+  if rc not in (0, 124, 130):  # a process failed: record what the survivors could not
+    message = record_lost_processes(command, [p.returncode for p in procs], stopped)
+    if message:
+      out.write(f"[launch] recorded in status.json: {message}\n")
   return rc
 
 
@@ -144,11 +205,14 @@ def main(argv: list[str]) -> int:
   parser = errors.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("-n", "--num-processes", type=errors.positive_int, default=2)
   parser.add_argument("--port", type=errors.non_negative_int, default=0, help="coordinator port; 0 = a free one")
-  parser.add_argument("--cpu-devices", type=int, default=None,
+  parser.add_argument("--cpu-devices", type=errors.positive_int, default=None,
                       help="simulated CPU devices per process (sets XLA_FLAGS, JAX_PLATFORMS=cpu)")
-  parser.add_argument("--gpus-per-process", type=int, default=None,
+  parser.add_argument("--gpus-per-process", type=errors.positive_int, default=None,
                       help="give process i GPUs i*K..i*K+K-1 (sets CUDA_VISIBLE_DEVICES)")
-  parser.add_argument("--timeout", type=float, default=None, help="seconds before stopping all")
+  parser.add_argument("--timeout", type=errors.positive_float, default=None,
+                      help="seconds before stopping all")
+  parser.add_argument("--peer-grace", type=errors.positive_float, default=PEER_GRACE_S,
+                      help="seconds the others get to end after one process fails")
   parser.add_argument("--dry-run", action="store_true", help="print env + command per process")
   args = parser.parse_args(argv[:split])
   command = argv[split + 1:]
@@ -162,7 +226,7 @@ def main(argv: list[str]) -> int:
     print("\n".join(describe(command, envs)))
     return 0
   return run(command, args.num_processes, port, args.cpu_devices, args.timeout,
-             gpus_per_process=args.gpus_per_process)
+             gpus_per_process=args.gpus_per_process, peer_grace_s=args.peer_grace)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from scaling_jax import errors, rundir
+from scaling_jax import distributed, errors, rundir, storage
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,12 @@ class Checkpointer:
     if step in self.manager.all_steps():
       return
     try:
-      self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+      with storage.timed_write(f"checkpoint step {step}"):  # slowed by retries: says so
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
     except Exception as e:  # noqa: BLE001 -- tensorstore reports ENOSPC as ValueError too
+      if distributed.is_peer_failure(e):
+        raise  # another process died mid-save: not this disk's fault (train._LostPeer)
       self._remove_partial(step)
       raise self._save_error(step, e) from e
 
@@ -166,7 +169,8 @@ class Checkpointer:
   def wait(self) -> None:
     """Waits for an async save; its failure surfaces here as CheckpointError."""
     try:
-      self.manager.wait_until_finished()
+      with storage.timed_write("asynchronous checkpoint save"):
+        self.manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
       raise CheckpointError(f"an asynchronous checkpoint save in {self.directory} failed "
                             f"({_describe(e)}); free disk space and rerun the same command "
@@ -189,6 +193,18 @@ def _open_base_run(run_dir: str) -> ocp.CheckpointManager:
                       "that run first (its checkpoints are where this run starts)")
   return ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(
       read_only=True, create=False))
+
+
+def finished_steps(run_dir: str) -> list[int]:
+  """The finished checkpoint steps of run `run_dir`, oldest first ([] when it has none), read
+  without changing anything: what a rerun can resume from (rundir.mark_peer_lost)."""
+  if not rundir.is_dir(str(rundir.path(run_dir) / rundir.CHECKPOINT_DIR)):
+    return []
+  manager = _open_base_run(run_dir)
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
 
 
 def _choose_branch_step(manager: ocp.CheckpointManager, run_dir: str, step: int) -> int:

@@ -23,7 +23,19 @@ SCALING_JAX_DIST=<mode> forces a mode.
 
 Who writes what on several hosts: Orbax checkpoints are written by all processes
 together (call the CheckpointManager on every process); metrics.jsonl, status.json,
-TensorBoard events and plots are written by process 0 only (`main_only`).
+TensorBoard events and plots are written by process 0 only (`main_only`), except when a
+peer is lost: then any survivor writes status.json, since process 0 may be the dead one.
+
+A lost peer (a process killed, a host gone): a collective on it fails in the main thread
+("Gloo ... Connection closed by peer"), which `is_peer_failure` tells apart from a disk or
+data error; the trainer records it (status `failed`, the checkpoint to resume from) and the
+command ends with one line (`PeerLost`, `exit_peer_lost`). Where the collective waits
+instead, JAX's coordination service notices the missing heartbeats (60-100 s) or the dead
+coordinator (at once) and aborts the survivors from a C++ thread (SIGABRT). That abort
+cannot be intercepted in-process: jaxlib's runtime client takes a `missed_heartbeat_callback`,
+but calling a Python one fails to convert its absl::Status argument (std::bad_cast, measured
+with jaxlib 0.10.2) and terminates the process. So the launcher records it instead
+(launch/local.py `record_lost_processes`).
 """
 
 from __future__ import annotations
@@ -32,9 +44,10 @@ import dataclasses
 import functools
 import os
 import re
+import sys
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from scaling_jax.errors import UserError
+from scaling_jax.errors import UserError, one_line
 
 MODES = ("auto", "none", "explicit", "slurm", "tpu")
 ENV_MODE = "SCALING_JAX_DIST"
@@ -44,11 +57,20 @@ ENV_PROCESS_ID = "SCALING_JAX_PROCESS_ID"
 ENV_LOCAL_DEVICE_IDS = "SCALING_JAX_LOCAL_DEVICE_IDS"
 ENV_COORDINATOR_HOST = "SCALING_JAX_COORDINATOR_HOST"
 ENV_PORT = "SCALING_JAX_PORT"
+# Seconds without heartbeats before JAX declares a process dead (JAX's default: 100).
+ENV_HEARTBEAT_TIMEOUT = "SCALING_JAX_HEARTBEAT_TIMEOUT_S"
 DEFAULT_PORT = 61000  # SLURM without a job id; with one: 61000 + job_id % 4000
+
+
+EXIT_PEER_LOST = 1  # a failed run (docs/RELIABILITY.md): the survivors of a lost peer
 
 
 class DistributedError(UserError, ValueError):
   """A multi-host setting that cannot work; the message says what to set."""
+
+
+class PeerLost(RuntimeError):
+  """Another process of the job died or stopped responding; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,21 +359,59 @@ def initialize(mode: str = "auto", coordinator: str | None = None,
     return _INFO
   import jax
   if plan.mode != "none" and not _already_initialized():
+    heartbeat = ({"heartbeat_timeout_seconds": _int(os.environ, ENV_HEARTBEAT_TIMEOUT)}
+                 if os.environ.get(ENV_HEARTBEAT_TIMEOUT) else {})
     if plan.mode == "tpu":
-      jax.distributed.initialize()
+      jax.distributed.initialize(**heartbeat)
     else:
       # CPU collectives across processes need gloo; harmless on GPU/TPU backends.
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
       jax.distributed.initialize(
           coordinator_address=plan.coordinator, num_processes=plan.num_processes,
           process_id=plan.process_id,
-          local_device_ids=list(plan.local_device_ids) if plan.local_device_ids else None)
+          local_device_ids=list(plan.local_device_ids) if plan.local_device_ids else None,
+          **heartbeat)
   _INFO = _info(plan.mode, plan.coordinator)
   if plan.mode not in ("none", "tpu") and _INFO.process_count != plan.num_processes:
     raise DistributedError(
         f"expected {plan.num_processes} processes but JAX sees {_INFO.process_count}; "
         "was jax used before distributed.initialize()? call it first")
   return _INFO
+
+
+# ---------------------------------------------------------------------------- lost peers
+
+# What a lost peer's collective or coordination error says (gloo, the coordination service).
+PEER_FAILURE_MARKERS = ("connection closed by peer", "coordination service",
+                        "heartbeat", "connection reset by peer", "broken pipe",
+                        "task(s) have crashed", "tasks have crashed")
+
+
+def is_peer_failure(e: BaseException) -> bool:
+  """True if `e` (raised by a collective or the runtime) says another process is gone.
+
+  Only in a multi-process job: one process alone has no peer to lose.
+  """
+  import jax
+  if jax.process_count() == 1:
+    return False
+  chain, seen = [], set()
+  while e is not None and id(e) not in seen:  # the error and what it was raised from
+    seen.add(id(e))
+    chain.append(str(e).lower())
+    e = e.__cause__ or e.__context__
+  return any(m in text for text in chain for m in PEER_FAILURE_MARKERS)
+
+
+def exit_peer_lost(message: str) -> None:
+  """Prints `scaling-jax: failed: MESSAGE` and ends the process with EXIT_PEER_LOST.
+
+  `os._exit`, not `sys.exit`: JAX's shutdown at interpreter exit waits on a barrier that a
+  dead peer never reaches (or aborts the process), which is what this replaces.
+  """
+  print(f"scaling-jax: failed: {one_line(Exception(message))}", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(EXIT_PEER_LOST)
 
 
 # ---------------------------------------------------------------------------- who writes

@@ -284,6 +284,19 @@ def mark_failed(run_dir: PathLike, error: BaseException | str, **extra: Any) -> 
     return False
 
 
+def mark_peer_lost(run_dir: PathLike, reason: str, steps: list[int] | None) -> str:
+  """Status 'failed' for a run one of whose processes died (`reason`), saying that rerunning
+  on every host resumes from the newest of `steps` (its finished checkpoints; None: not
+  known). Any process may write it (process 0 may be the dead one). Returns the message."""
+  resume = (f"resume from checkpoint step {steps[-1]}" if steps
+            else "start again (no checkpoint was written)" if steps == []
+            else "resume from its last checkpoint")
+  message = (f"a peer process of this job died or stopped responding ({reason}); rerun the "
+             f"same command on every host to {resume}")
+  mark_failed(run_dir, message, peer_lost=True, **({"step": steps[-1]} if steps else {}))
+  return message
+
+
 # --- code versions: a run dir records the versions that wrote it -------------------------
 
 VERSION_OVERRIDE_ENV = "SCALING_JAX_ALLOW_VERSION_MISMATCH"

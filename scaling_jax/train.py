@@ -8,8 +8,6 @@ gradients is the small-batch norm, the norm of their mean the big-batch one
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import time
@@ -22,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scaling_jax import accounting, checkpoint, config as config_lib, hardware
+from scaling_jax import accounting, checkpoint, config as config_lib, distributed, hardware
 from scaling_jax import metric_keys as keys, metrics
 from scaling_jax import model as model_lib, noise_scale, optim, preflight, rundir, sharding
 
@@ -353,6 +351,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   try:
     return _run(config, workdir, data_lib, counts, is_main)
   except Exception as e:  # restore, data or init failures too: never leave 'running' behind
+    if distributed.is_peer_failure(e):  # a collective on a dead peer: never blame the disk
+      try:
+        steps = checkpoint.finished_steps(workdir)
+      except Exception:  # noqa: BLE001 -- unreachable too: the message says "last checkpoint"
+        steps = None
+      reason = rundir.describe_error(e, limit=300)
+      raise distributed.PeerLost(rundir.mark_peer_lost(workdir, reason, steps)) from e
     if is_main and not isinstance(e, TrainingDiverged) and (
         rundir.read_status(workdir)["status"] == "running"):
       rundir.mark_failed(workdir, e)
@@ -503,7 +508,7 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
           break
       ckpt.wait()  # an async save that fails raises here, inside the try
     except Exception as e:  # disk full, I/O errors...: status 'failed' with the error (#10)
-      if is_main and not isinstance(e, TrainingDiverged):
+      if is_main and not isinstance(e, TrainingDiverged) and not distributed.is_peer_failure(e):
         rundir.mark_failed(workdir, e, step=step)
       raise
     finally:

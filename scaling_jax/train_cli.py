@@ -28,6 +28,8 @@ def main(argv: list[str]) -> int:
   from scaling_jax import checkpoint, train
   try:
     result = train.train_and_evaluate(config, args.workdir)
+  except distributed.PeerLost as e:  # status.json already says so; JAX cannot shut down
+    distributed.exit_peer_lost(str(e))  # cleanly without the peer: one line, exit 1
   except train.TrainingDiverged as e:
     print(f"scaling-jax train: diverged: {e}", file=sys.stderr)
     return 1

@@ -87,18 +87,52 @@ def test_local_two_processes_gloo_psum(tmp_path):
   ], text
 
 
-def test_local_failure_stops_the_others(tmp_path):
+def test_local_failure_stops_the_others_after_their_grace(tmp_path):
   code = ("import os, sys, time\n"
           "if os.environ['SCALING_JAX_PROCESS_ID'] == '1':\n"
           "  print('boom', flush=True); sys.exit(3)\n"
           "time.sleep(60)\n")
   out = io.StringIO()
   start = time.monotonic()
-  rc = local.run([sys.executable, "-c", code], n=2, port=1, out=out)
+  rc = local.run([sys.executable, "-c", code], n=2, port=1, out=out, peer_grace_s=2)
   assert rc == 3
-  assert time.monotonic() - start < 20  # process 0 was killed, not waited for
+  assert time.monotonic() - start < 20  # process 0 was stopped after its 2 s, not waited for
   assert "[p1] boom" in out.getvalue()
   assert "process 1 exited with 3" in out.getvalue()
+
+
+def test_a_survivor_gets_its_grace_and_a_stopped_run_is_recorded(tmp_path):
+  """After one process dies, the other may still be writing (issue #27): it is not SIGTERMed
+  at once; and a training run left `running` is recorded as failed by the launcher."""
+  from scaling_jax import rundir
+  run = tmp_path / "run"
+  rundir.makedirs(str(run))
+  rundir.write_status(str(run), "running")
+  code = ("import os, sys, time\n"
+          "if os.environ['SCALING_JAX_PROCESS_ID'] == '1':\n"
+          "  os.kill(os.getpid(), 9)\n"
+          "time.sleep(3); print('wrote', flush=True)\n")
+  out = io.StringIO()
+  rc = local.run([sys.executable, "-c", code, "--workdir", str(run)], n=2, port=1, out=out)
+  assert rc == -9
+  assert "[p0] wrote" in out.getvalue()  # 3 s after its peer died: within its grace
+  status = rundir.read_status(str(run))
+  assert status["status"] == "failed" and status["peer_lost"] is True
+  assert "process 1 was killed by signal 9 (SIGKILL)" in status["error"]
+  assert "start again (no checkpoint was written)" in status["error"]
+  assert "recorded in status.json" in out.getvalue()
+
+  stopped = tmp_path / "stopped"
+  rundir.makedirs(str(stopped))
+  rundir.write_status(str(stopped), "running")
+  code = code.replace("time.sleep(3)", "time.sleep(60)")
+  start = time.monotonic()
+  assert local.run([sys.executable, "-c", code, f"--workdir={stopped}"], n=2, port=1,
+                   out=io.StringIO(), peer_grace_s=1) == -9
+  assert time.monotonic() - start < 20
+  error = rundir.read_status(str(stopped))["error"]
+  assert "the launcher stopped process 0 after its peer was lost" in error
+  assert "process 1 was killed by signal 9" in error
 
 
 # ---------------------------------------------------------------------------- tpu_vm.py

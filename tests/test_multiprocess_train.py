@@ -17,6 +17,7 @@ rounding error is amplified (measured ~3e-7): rtol=1e-4 there.
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import signal
@@ -41,12 +42,16 @@ TIMEOUT_S = 100
 EVAL_BATCHES = 100  # 50 and 100 deadlocked the first evaluation before the fix (issue #27)
 
 # `scaling-jax train ARGS` in a child process; with MP_TEST_SIGTERM_AT=k, process 1 sends
-# itself SIGTERM when the trainer draws its k-th batch (a preemption of one host only).
+# itself SIGTERM when the trainer draws its k-th batch (a preemption of one host only); with
+# MP_TEST_SIGKILL_AT=k and MP_TEST_VICTIM=i, process i kills itself (a host that dies).
 DRIVER = textwrap.dedent("""
     import os, signal, sys
     from scaling_jax import data as data_lib, train_cli
     at = int(os.environ.get("MP_TEST_SIGTERM_AT", "0"))
-    if at and os.environ["SCALING_JAX_PROCESS_ID"] == "1":
+    sig = signal.SIGTERM
+    if os.environ.get("MP_TEST_SIGKILL_AT"):
+      at, sig = int(os.environ["MP_TEST_SIGKILL_AT"]), signal.SIGKILL
+    if at and os.environ["SCALING_JAX_PROCESS_ID"] == os.environ.get("MP_TEST_VICTIM", "1"):
       real = data_lib.make_train_iterator
 
       class SignalAt:
@@ -55,7 +60,7 @@ DRIVER = textwrap.dedent("""
         def __next__(self):
           self.n += 1
           if self.n == at:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
           return next(self.inner)
         def __getattr__(self, name):
           return getattr(self.inner, name)
@@ -73,6 +78,13 @@ def _overrides(array_path) -> list[str]:
           f"--config.data.eval_batches={EVAL_BATCHES}"]
 
 
+def _cache_env(root: pathlib.Path) -> dict[str, str]:
+  """A persistent compilation cache in `root`, shared by the launches of one module."""
+  return {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+
+
 def _launch(workdir, array_path, root: pathlib.Path, name: str,
             sigterm_at: int = 0) -> tuple[list[int], str]:
   """Runs `scaling-jax train` as PROCESSES jax processes; (exit codes, their output).
@@ -84,9 +96,7 @@ def _launch(workdir, array_path, root: pathlib.Path, name: str,
   port = local.free_port()
   logs = root / name
   logs.mkdir()
-  cache = {"JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+  cache = _cache_env(root)
   argv = [sys.executable, "-c", DRIVER, "--config", CONFIG, "--workdir", str(workdir),
           *_overrides(array_path)]
   pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
@@ -179,3 +189,45 @@ def test_two_processes_resume_to_the_same_curve(two_process_run, reference):
   _assert_curves_match(resumed["metrics"], reference, steps={5, 10, 15, 20})
   assert resumed["metrics"][-1]["tokens"] == reference[-1]["tokens"] == 20 * 16 * 32
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int)[-1] == "20"
+
+
+KILL_AT = 13  # the victim dies drawing batch 13: after the checkpoint at step 10
+HEARTBEAT_S = 10  # JAX's heartbeat timeout for the dead-host test (its default is 100 s)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("victim", [1, 0], ids=["worker_dies", "coordinator_dies"])
+def test_a_dead_host_is_recorded_as_failed_with_the_step_to_resume_from(
+    victim, array_path, tmp_path, monkeypatch):
+  """kill -9 of one of two processes (issue #27): the survivor must not hang, and status.json
+  must say `failed`, that a peer died, and from which checkpoint a rerun resumes. Before,
+  it said `running` (JAX aborts the survivor with SIGABRT, nothing written) or blamed the
+  disk; launch/local.py killed the survivor 5 s after the death, with nothing recorded."""
+  workdir = tmp_path / "run"
+  for k, v in {**_cache_env(tmp_path), "MP_TEST_SIGKILL_AT": str(KILL_AT),
+               "MP_TEST_VICTIM": str(victim),
+               "SCALING_JAX_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_S),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                           os.environ.get("PYTHONPATH")]))
+               }.items():
+    monkeypatch.setenv(k, v)
+  command = [sys.executable, "-c", DRIVER, "--config", CONFIG, "--workdir", str(workdir),
+             *_overrides(array_path)]
+  out = io.StringIO()
+  start = time.monotonic()
+  rc = local.run(command, PROCESSES, cpu_devices=DEVICES_PER_PROCESS, timeout_s=TIMEOUT_S,
+                 out=out)
+  elapsed = time.monotonic() - start
+  text = out.getvalue()
+  assert rc == -signal.SIGKILL, text[-3000:]  # the first to fail: the victim
+  assert elapsed < TIMEOUT_S - 10, text[-3000:]  # the survivor ended; no launcher timeout
+  status = rundir.read_status(str(workdir))
+  assert status["status"] == "failed" and status["peer_lost"] is True, (status, text[-3000:])
+  assert status["step"] == 10  # the checkpoint a rerun resumes from
+  assert "a peer process of this job died" in status["error"]
+  assert "resume from checkpoint step 10" in status["error"]
+  assert "disk" not in status["error"].lower()
+  assert f"process {victim} was killed by signal 9 (SIGKILL)" in status["error"] or (
+      "Connection closed by peer" in status["error"])  # the survivor's own record
+  assert [r["step"] for r in metrics.read_metrics(str(workdir))][:2] == [5, 10]
