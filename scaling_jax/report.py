@@ -7,7 +7,7 @@ largest model with B_crit from the GNS, from Kaplan and with no adjustment side 
 L(N) on the final losses and the compute-efficient frontier. This module only renders
 that typed result: `write_report` writes STUDY/report/{report.html, report.json, *.png}.
 Runs whose status.json says failed are left out (named in a warning); a study none of whose
-runs finished is refused (`select_runs`).
+runs finished is refused (`study.select_runs`, as `scaling-jax fit` does).
 The HTML embeds its figures, so it can be mailed as one file; the PNGs lie beside it.
 """
 
@@ -326,48 +326,17 @@ the exponents are the comparable part.</p>
 """
 
 
-def _names(runs: Sequence[runs_lib.Run], most: int = 6) -> str:
-  names = [r.name for r in runs]
-  more = f" and {len(names) - most} more" if len(names) > most else ""
-  return ", ".join(names[:most]) + more
-
-
-def select_runs(study_dir: str, notes: list[str]) -> tuple[list[runs_lib.Run], str]:
-  """The runs a report fits, and a sentence naming the failed runs it left out ("" if none).
-
-  Every run under `study_dir` with logged metrics except the failed ones, whose curves end
-  where training broke (a diverged loss would bend the fit); unfinished runs (preempted,
-  running) are kept as they are beside finished ones. FitError when none of the runs
-  finished: a report of runs that all failed or are still training would present numbers of
-  nothing that completed. Unreadable runs are named in `notes` (`runs.read_runs`)."""
-  runs = study_lib.load_source(study_dir, notes)  # FitError when there is no run at all
-  if not any(r.status == "finished" for r in runs):
-    by_status: dict[str, list[runs_lib.Run]] = {}
-    for r in runs:
-      by_status.setdefault(r.status, []).append(r)
-    statuses = "; ".join(f"{k}: {_names(v)}" for k, v in sorted(by_status.items()))
-    raise FitError(f"none of the {len(runs)} runs under {study_dir} finished ({statuses}); see "
-                   f"each run's status.json and train.log under {study_dir}, and rerun its "
-                   "sweep to finish them (finished runs are skipped)")
-  failed = [r for r in runs if r.status == "failed"]
-  left_out = "" if not failed else (
-      f"left out {len(failed)} failed run{'s' if len(failed) > 1 else ''} of {len(runs)}: "
-      f"{_names(failed)} (see {study_dir}/NAME/status.json and train.log; rerun the sweep "
-      "to retry them)")
-  return [r for r in runs if r.status != "failed"], left_out
-
-
 def report(study_dir: str, out_dir: str | None = None, *, bootstrap: int = 200, seed: int = 0,
            b_crit: bcrit_lib.Spec = "gns", stream: TextIO | None = sys.stdout
            ) -> tuple[study_lib.StudyAnalysis, dict[str, str]]:
-  """analyze_study of the study's `select_runs` (and `isoflop.analyze_sweep` where the runs
+  """analyze_study of the study's `study.select_runs` (and `isoflop.analyze_sweep` where the runs
   form an IsoFLOP sweep, with the study's B_crit(L) for Kaplan's frontier) + write_report +
   the key tables on `stream` (None: nothing); returns (analysis, paths).
 
   Failed runs left out are named in one warning line on stderr once the analysis stands, or
   at the end of the FitError's one line when it does not."""
   notes: list[str] = []
-  runs, left_out = select_runs(study_dir, notes)
+  runs, left_out = study_lib.select_runs(study_dir, notes)
   try:
     a = study_lib.analyze_study(runs, b_crit=b_crit, bootstrap=bootstrap, seed=seed)
   except FitError as e:

@@ -572,3 +572,9 @@ def test_a_report_leaves_out_failed_runs_and_names_them(world, tmp_path, capfd):
   assert [r["name"] for r in report_json["runs"]] == ["n0", "n1", "n2"]
   assert report_json["source"] == str(study)
   assert any("n3" in n and "failed" in n for n in report_json["notes"])
+  # `scaling-jax fit` on the same study leaves out the same run (one selection, study.select_runs)
+  assert cli.main(["fit", str(study), "--out", str(tmp_path / "f"), "--law", "L_N",
+                   "--last-only", "--bootstrap", "0", "--b-crit", "kaplan", "--no-plots"]) == 0
+  fit_json = json.loads((tmp_path / "f" / "fit_report.json").read_text())
+  assert fit_json["n_points"] == 3  # the final losses of n0, n1, n2
+  assert any(w.startswith("left out 1 failed run of 4: n3") for w in fit_json["input_warnings"])

@@ -120,14 +120,50 @@ def run_summary(r: runs_lib.Run) -> dict[str, Any]:
 
 
 def load_source(source: str | Sequence[runs_lib.Run], warnings: list[str]) -> list[runs_lib.Run]:
-  """Runs of a directory (or the runs themselves), with a clear error when there are none."""
-  if not isinstance(source, (str, os.PathLike)):
-    return list(source)
-  runs = runs_lib.read_runs(str(source), warnings=warnings)
-  if not runs:
-    raise FitError(f"no run under {source!r} has logged metrics yet: "
-                   + "; ".join(warnings[:3]))
+  """The runs of a directory (`select_runs`: failed runs left out, named in `warnings`), or
+  the runs themselves; a clear error when there are none or none finished."""
+  runs, left_out = select_runs(source, warnings)
+  if left_out:
+    warnings.append(left_out)
   return runs
+
+
+def _names(runs: Sequence[runs_lib.Run], most: int = 6) -> str:
+  names = [r.name for r in runs]
+  more = f" and {len(names) - most} more" if len(names) > most else ""
+  return ", ".join(names[:most]) + more
+
+
+def select_runs(source: str | Sequence[runs_lib.Run], notes: list[str]
+                ) -> tuple[list[runs_lib.Run], str]:
+  """The runs a study's analysis fits (`scaling-jax fit` and `report` alike), and a sentence
+  naming the failed runs it left out ("" if none); runs given as such are taken as they are.
+
+  Every run under the directory `source` with logged metrics except the failed ones, whose curves end
+  where training broke (a diverged loss would bend the fit); unfinished runs (preempted,
+  running) are kept as they are beside finished ones. FitError when none of the runs
+  finished: a report of runs that all failed or are still training would present numbers of
+  nothing that completed. Unreadable runs are named in `notes` (`runs.read_runs`)."""
+  if not isinstance(source, (str, os.PathLike)):
+    return list(source), ""
+  study_dir = source
+  runs = runs_lib.read_runs(str(source), warnings=notes)
+  if not runs:
+    raise FitError(f"no run under {source!r} has logged metrics yet: " + "; ".join(notes[:3]))
+  if not any(r.status == "finished" for r in runs):
+    by_status: dict[str, list[runs_lib.Run]] = {}
+    for r in runs:
+      by_status.setdefault(r.status, []).append(r)
+    statuses = "; ".join(f"{k}: {_names(v)}" for k, v in sorted(by_status.items()))
+    raise FitError(f"none of the {len(runs)} runs under {study_dir} finished ({statuses}); see "
+                   f"each run's status.json and train.log under {study_dir}, and rerun its "
+                   "sweep to finish them (finished runs are skipped)")
+  failed = [r for r in runs if r.status == "failed"]
+  left_out = "" if not failed else (
+      f"left out {len(failed)} failed run{'s' if len(failed) > 1 else ''} of {len(runs)}: "
+      f"{_names(failed)} (see {study_dir}/NAME/status.json and train.log; rerun the sweep "
+      "to retry them)")
+  return [r for r in runs if r.status != "failed"], left_out
 
 
 def study_table(source: str, b_crit: bcrit_lib.Spec = "gns", *, points: int = 32,
