@@ -241,13 +241,31 @@ def run_analysis(argv: Sequence[str] | None, doc: str, name: str, analyze,
     for flag, kw in (options or {}).items():
       parser.add_argument(flag, **kw)
     args = parser.parse_args(args_list)
-    out = out_dir(args, name)
-    with errors.writing(out, "--out"):
-      analyze(args.runs, out, **kwargs(args))
+    out = args.out or os.path.join(args.runs[0], "analysis", name)
+    made = missing_dirs(out)
+    out_dir(args, name)
+    try:
+      with errors.writing(out, "--out"):
+        analyze(args.runs, out, **kwargs(args))
+    except errors.UserError:  # bad input creates nothing: the folders made for it go again
+      for d in made:
+        if os.path.isdir(d) and not os.listdir(d):
+          os.rmdir(d)
+      raise
     return 0
 
   return errors.run_command(f"experiment {name}", main,
                             sys.argv[1:] if argv is None else argv)
+
+
+def missing_dirs(path: str) -> list[str]:
+  """The folders `os.makedirs(path)` would create, deepest first."""
+  made = []
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    made.append(path)
+    path = os.path.dirname(path)
+  return made
 
 
 def out_dir(args: argparse.Namespace, name: str) -> str:

@@ -535,10 +535,6 @@ OTHER_ENTRY_POINTS = {
 }
 
 
-# Cases whose entry point makes its --out before it reads the runs (experiments/common.py's
-# out_dir): the one exception to "creates nothing".
-MAKES_OUT_FIRST = {"experiment_only_a_damaged_run"}
-
 
 @pytest.mark.parametrize("case", sorted(OTHER_ENTRY_POINTS))
 def test_launchers_and_analyses_fail_in_one_line(case, world, tmp_path, capfd):
@@ -551,8 +547,7 @@ def test_launchers_and_analyses_fail_in_one_line(case, world, tmp_path, capfd):
   assert err[0].startswith(f"scaling-jax {name}: error: ") and fragment in err[0], err[0]
   assert out == "", out[-3000:]  # nothing printed before the input was checked
   assert tree_digest(world["root"]) == before
-  if case not in MAKES_OUT_FIRST:
-    assert os.listdir(tmp_path) == []
+  assert os.listdir(tmp_path) == []
 
 
 def test_a_report_leaves_out_failed_runs_and_names_them(world, tmp_path, capfd):
