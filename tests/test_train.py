@@ -7,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 
-from scaling_jax import config as config_lib, metrics, rundir, train
+from scaling_jax import checkpoint, config as config_lib, metrics, rundir, train
 from scaling_jax import data as data_lib
 from tests.helpers import tiny_config, write_token_array
 
@@ -101,6 +101,23 @@ def test_preempted_run_resumes_exactly(array_path, finished_run, tmp_path, monke
     ref_steps, want = metrics.series(reference, key)
     assert steps == ref_steps and steps, key
     np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=key)
+
+
+def test_a_signal_during_a_save_stops_at_the_step_saved(array_path, tmp_path, monkeypatch):
+  """SIGTERM while step 10's checkpoint is written (the likeliest moment: saves are long):
+  the run stops at step 10, with no second save at step 11 (issue #27)."""
+  workdir = str(tmp_path / "run")
+  real_save = checkpoint.Checkpointer.save
+
+  def save_then_signal(self, step, state, extra):
+    real_save(self, step, state, extra)
+    if step == 10:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_signal)
+  assert train.train_and_evaluate(tiny_config(array_path), workdir)["status"] == "preempted"
+  assert rundir.read_status(workdir)["step"] == 10
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == [10]
 
 
 class _PoisonAt(_SignalAt):
