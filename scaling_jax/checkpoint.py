@@ -198,13 +198,10 @@ def _open_base_run(run_dir: str) -> ocp.CheckpointManager:
 def finished_steps(run_dir: str) -> list[int]:
   """The finished checkpoint steps of run `run_dir`, oldest first ([] when it has none), read
   without changing anything: what a rerun can resume from (rundir.mark_peer_lost)."""
-  if not rundir.is_dir(str(rundir.path(run_dir) / rundir.CHECKPOINT_DIR)):
+  directory = rundir.path(run_dir) / rundir.CHECKPOINT_DIR
+  if not rundir.is_dir(str(directory)):
     return []
-  manager = _open_base_run(run_dir)
-  try:
-    return sorted(manager.all_steps())
-  finally:
-    manager.close()
+  return sorted(ocp.utils.checkpoint_steps(directory))  # Orbax's own test of "finalized"
 
 
 def _choose_branch_step(manager: ocp.CheckpointManager, run_dir: str, step: int) -> int:
