@@ -1,7 +1,8 @@
 """Fault injection anyone can rerun: SIGTERM and kill -9 at random moments of real training runs
 (issue #27), checked against one uninterrupted reference run.
 
-  python bench/bench_faults.py --suite sigterm|kill9|all [--workdir-kind local|gs|both]
+  python bench/bench_faults.py --suite sigterm|kill9|dead-host|all
+                               [--workdir-kind local|gs|both]
                                [--trials N] [--seed S] [--quick] [--write] [--keep]
 
 Every trial starts a fresh `python -m scaling_jax.cli train` subprocess of configs/tiny.py on
@@ -36,6 +37,13 @@ is seen up to ~25 ms late. The reference run measures the save windows the same 
 trial the table says whether the signal landed inside a save: a step half written (a tmp
 directory, or `S/` without its commit file) seen just before the signal was sent (on gs://
 just after it: listing a bucket takes too long), or left by a kill -9.
+
+- `dead-host` (local): two processes x 4 devices through launch/local.py; one SIGKILLs
+  itself at a step, at the start of an evaluation, of a save, of a restore, and the
+  coordinator at a step (DEAD_HOST_FAULTS). Expected: the job ends by itself, status.json
+  `failed` with `peer_lost` and the checkpoint step to resume from (written by the survivor,
+  or by the launcher where JAX aborted it), never the disk advice; a rerun finishes with the
+  uninterrupted two-process run's curve.
 
 The suites are functions in SUITES (name -> function(bench, store) -> rows). A new fault is
 a new function: run_suite with its own signal and expectations, or its own loop over
@@ -80,6 +88,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from common import REPO, environment  # noqa: E402
 
+from launch import local  # noqa: E402
 from scaling_jax import checkpoint, metrics, rundir  # noqa: E402
 from scaling_jax import metric_keys as keys  # noqa: E402
 from tests import gcs_emulator  # noqa: E402  (sets gcsfs's env before gcsfs is imported)
@@ -546,11 +555,179 @@ def finish_row(row: dict[str, Any]) -> bool:
   return not problems
 
 
+# --- dead-host: one of two processes dies ----------------------------------------------------
+
+PROCESSES, DEVICES_PER_PROCESS = 2, 4
+# `scaling-jax train ARGS` as one process of a job; process FAULT_VICTIM SIGKILLs itself at
+# FAULT_MOMENT's FAULT_AT-th occurrence (writing the time to FAULT_MARK first): `step` the
+# batch drawn, `eval` an evaluation begun, `save` a checkpoint save begun, `restore` the
+# restore of its checkpoints begun. The peer is then inside the same phase's collectives.
+DEAD_HOST_DRIVER = """
+import os, signal, sys, time
+from scaling_jax import checkpoint, train, train_cli
+from scaling_jax import data as data_lib
+moment, at = os.environ.get("FAULT_MOMENT", ""), int(os.environ.get("FAULT_AT", "0"))
+count = [0]
+
+def hit():
+  count[0] += 1
+  if count[0] == at:
+    with open(os.environ["FAULT_MARK"], "w") as f:
+      f.write(repr(time.time()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def before(owner, name):
+  real = getattr(owner, name)
+  def wrapped(*args, **kwargs):
+    hit()
+    return real(*args, **kwargs)
+  setattr(owner, name, wrapped)
+
+if moment and os.environ["SCALING_JAX_PROCESS_ID"] == os.environ["FAULT_VICTIM"]:
+  if moment == "step":
+    real_iterator = data_lib.make_train_iterator
+    class Batches:
+      def __init__(self, inner):
+        self.inner = inner
+      def __next__(self):
+        hit()
+        return next(self.inner)
+      def __getattr__(self, name):
+        return getattr(self.inner, name)
+    data_lib.make_train_iterator = lambda *a, **k: Batches(real_iterator(*a, **k))
+  else:
+    owner, name = {"eval": (train, "mean_eval_loss"),
+                   "save": (checkpoint.Checkpointer, "save"),
+                   "restore": (checkpoint.Checkpointer, "restore_latest")}[moment]
+    before(owner, name)
+sys.exit(train_cli.main(sys.argv[1:]))
+"""
+# (moment, FAULT_AT, victim process): a dead worker in four phases, and a dead coordinator.
+DEAD_HOST_FAULTS = (("step", 13, 1), ("eval", 1, 1), ("save", 2, 1), ("restore", 1, 1),
+                    ("step", 13, 0))
+
+
+def launch_job(bench: Bench, workdir: str, log_name: str,
+               fault: tuple[str, int, int] | None = None) -> tuple[int, float, float | None]:
+  """One two-process job through launch/local.py (as a user would run it); (exit code, wall
+  seconds, seconds from the victim's death to the job's end, None without a fault)."""
+  (bench.root / "logs").mkdir(parents=True, exist_ok=True)
+  mark = bench.root / "logs" / f"{log_name}.death"
+  mark.unlink(missing_ok=True)
+  env = {**bench.env, "FAULT_MARK": str(mark), "PYTHONPATH": os.pathsep.join(
+      filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+  if fault:
+    env.update(FAULT_MOMENT=fault[0], FAULT_AT=str(fault[1]), FAULT_VICTIM=str(fault[2]))
+  command = [sys.executable, "-c", DEAD_HOST_DRIVER, *bench.command(workdir)[4:]]  # no "train"
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  log_path = bench.root / "logs" / log_name
+  t0 = time.time()
+  try:
+    with open(log_path, "a") as out:
+      rc = local.run(command, PROCESSES, cpu_devices=DEVICES_PER_PROCESS,
+                     timeout_s=RUN_TIMEOUT_S, out=out)
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+  end = time.time()
+  died = float(mark.read_text()) if mark.exists() else None
+  return rc, end - t0, (None if died is None else end - died)
+
+
+def dead_host_suite(bench: Bench, store: Store) -> list[dict[str, Any]]:
+  """kill -9 of one of two processes at five moments (a step, an evaluation, a save, a
+  restore; the coordinator at a step). Expected: the job ends by itself (the survivor is not
+  left hanging), status.json says `failed` with `peer_lost` and the checkpoint step a rerun
+  resumes from, never the disk advice; rerunning the same command finishes the run with the
+  uninterrupted two-process run's curve (==, timing keys aside)."""
+  if not isinstance(store, LocalStore):
+    raise SystemExit("dead-host runs on a local workdir (launch/local.py, one machine)")
+  ref_dir = store.workdir("dead-host-reference")
+  rc, wall, _ = launch_job(bench, ref_dir, "dead-host-reference.log")
+  if rc != 0:
+    raise RuntimeError(f"the two-process reference failed: "
+                       f"{bench.log_tail('dead-host-reference.log')}")
+  reference = metrics.read_metrics(ref_dir)
+  print(f"two-process reference: {wall:.0f} s", flush=True)
+  rows = []
+  for i, (moment, at, victim) in enumerate(DEAD_HOST_FAULTS[:bench.trials or None]):
+    name = f"dead-host-{store.kind}-{i + 1:02d}"
+    workdir, log_name = store.workdir(name), f"{name}.log"
+    who = "coordinator (process 0)" if victim == 0 else f"process {victim}"
+    row: dict[str, Any] = {"trial": name, "fault": f"{who} killed at {moment} {at}",
+                           "problems": []}
+    if moment == "restore":  # a checkpoint to restore first: a job cut at step 13
+      launch_job(bench, workdir, log_name, ("step", 13, 1))
+    rc, _, after_death = launch_job(bench, workdir, log_name, (moment, at, victim))
+    status = rundir.read_status(workdir)
+    ckpts = checkpoint.finished_steps(workdir)
+    row.update({"exit": rc, "job_end_after_death_s": None if after_death is None
+                else round(after_death, 1), "status_after_signal": status.get("status"),
+                "stopped_at": status.get("step"), "checkpoints_after_signal": ckpts,
+                "error": status.get("error", ""),
+                "recorded_by": ("launcher" if "the launcher" in status.get("error", "") or
+                                "was killed by signal" in status.get("error", "")
+                                else "survivor")})
+    if after_death is None:
+      row["problems"].append(f"the victim never died (exit {rc})")
+    if status.get("status") != "failed" or not status.get("peer_lost"):
+      row["problems"].append(f"status {status}")
+    elif status.get("step") != (ckpts[-1] if ckpts else None):
+      row["problems"].append(f"status step {status.get('step')}, checkpoints {ckpts}")
+    if "disk" in row["error"].lower():
+      row["problems"].append("the disk is blamed")
+    resume_rc, _, _ = launch_job(bench, workdir, log_name)
+    row["resume_exits"] = [resume_rc]
+    row["final_status"] = rundir.read_status(workdir).get("status")
+    got = metrics.read_metrics(workdir)
+    raw = [json.loads(line)[keys.STEP] for line in metric_lines(store, workdir)]
+    row["steps_once"] = raw == [r[keys.STEP] for r in reference]
+    row["steps_detail"] = f"logged steps {raw}"
+    row["mismatch"] = compare_records(got, reference)
+    row["exact"] = row["mismatch"] is None
+    row["ok"] = finish_row(row)
+    rows.append(row)
+    print(f"{name}: {row['fault']}: exit {rc}, job ended {row['job_end_after_death_s']} s "
+          f"after the death, status {status.get('status')}@{status.get('step')} by "
+          f"{row['recorded_by']}: {'ok' if row['ok'] else 'FAIL: ' + '; '.join(row['problems'])}",
+          flush=True)
+  return rows
+
+
+def dead_host_table(rows: list[dict[str, Any]], wall_s: float) -> list[str]:
+  n, ok = len(rows), sum(r["ok"] for r in rows)
+  lines = [f"### dead-host, local workdir: {ok}/{n} as expected", "",
+           f"{n} trials in {wall_s:.0f} s (two processes x {DEVICES_PER_PROCESS} CPU devices "
+           "through launch/local.py; JAX's heartbeat timeout at its default unless "
+           "SCALING_JAX_HEARTBEAT_TIMEOUT_S is set).", "",
+           "| trial | fault | job ended after the death | exit | status (step) | recorded by "
+           "| checkpoints | resume exit | exact | |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for r in rows:
+    lines.append(f"| {r['trial'].rsplit('-', 1)[1]} | {r['fault']} | "
+                 f"{r.get('job_end_after_death_s')} s | {r.get('exit')} | "
+                 f"{r.get('status_after_signal')} ({r.get('stopped_at')}) | "
+                 f"{r.get('recorded_by')} | {r.get('checkpoints_after_signal')} | "
+                 f"{r.get('resume_exits')} | {'yes' if r.get('exact') else 'NO'} | "
+                 f"{'ok' if r['ok'] else 'FAIL'} |")
+  failures = [r for r in rows if not r["ok"]]
+  lines += ["", "Failures: " + ("none." if not failures else "")]
+  lines += [f"- {r['trial']}: {'; '.join(r['problems'])}" for r in failures]
+  lines += ["", "Status messages:"] + [f"- {r['trial'].rsplit('-', 1)[1]}: {r['error']}"
+                                       for r in rows]
+  return lines
+
+
 SUITES: dict[str, Callable[[Bench, Store], list[dict[str, Any]]]] = {
     "sigterm": sigterm_suite,
     "kill9": kill9_suite,
+    "dead-host": dead_host_suite,
 }
-DEFAULT_KINDS = {"sigterm": ("local",), "kill9": ("local", "gs")}
+DEFAULT_KINDS = {"sigterm": ("local",), "kill9": ("local", "gs"), "dead-host": ("local",)}
 
 
 # --- output -------------------------------------------------------------------------------
@@ -635,7 +812,8 @@ def main(argv: list[str] | None = None) -> int:
   for suite in suites:
     kinds = (DEFAULT_KINDS.get(suite, ("local",)) if args.workdir_kind is None else
              ("local", "gs") if args.workdir_kind == "both" else (args.workdir_kind,))
-    trials = 3 if args.quick else args.trials or (20 if suite == "sigterm" else 10)
+    trials = (3 if args.quick else args.trials
+              or {"sigterm": 20, "dead-host": len(DEAD_HOST_FAULTS)}.get(suite, 10))
     plan += [(suite, kind, trials) for kind in kinds]
 
   root = pathlib.Path(tempfile.mkdtemp(prefix="bench_faults_"))
@@ -663,7 +841,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         rows = SUITES[suite](bench, bench.stores[kind])
         wall_s = time.monotonic() - t0
-        section = table(suite, kind, rows, wall_s)
+        section = (dead_host_table(rows, wall_s) if suite == "dead-host"
+                   else table(suite, kind, rows, wall_s))
         print("\n".join(section) + "\n", flush=True)
         lines += section + [""]
         entries[f"{suite}/{kind}"] = {

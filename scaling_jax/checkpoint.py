@@ -116,6 +116,8 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
       except Exception as e:  # noqa: BLE001 -- any unreadable step is skipped, loudly
+        if distributed.is_peer_failure(e):
+          raise  # the step is fine: another process died while restoring it (bench_faults)
         failures.append((step, _describe(e)))
         msg = (f"WARNING: checkpoint step {step} in {self.directory} is unreadable "
                f"({_describe(e)}); trying an older one")
