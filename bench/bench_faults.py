@@ -668,7 +668,7 @@ def dead_host_suite(bench: Bench, store: Store) -> list[dict[str, Any]]:
     row.update({"exit": rc, "job_end_after_death_s": None if after_death is None
                 else round(after_death, 1), "status_after_signal": status.get("status"),
                 "stopped_at": status.get("step"), "checkpoints_after_signal": ckpts,
-                "error": status.get("error", ""),
+                "error": status.get("error", "").replace(str(bench.root), "<scratch>"),
                 "recorded_by": ("launcher" if "the launcher" in status.get("error", "") or
                                 "was killed by signal" in status.get("error", "")
                                 else "survivor")})

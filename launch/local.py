@@ -120,6 +120,8 @@ def describe_exit(code: int) -> str:
   """'exited with 3', 'was killed by signal 9 (SIGKILL)', ... for a Popen return code."""
   if code >= 0:
     return f"exited with {code}"
+  if -code == signal.SIGABRT:  # how JAX ends the survivors of a lost peer (heartbeats)
+    return "was aborted (SIGABRT: JAX's end for a process whose peer is lost)"
   try:
     name = signal.Signals(-code).name
   except ValueError:
