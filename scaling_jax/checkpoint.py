@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 UNREADABLE_DIR = "checkpoints_unreadable"  # beside checkpoints/: steps that failed to restore
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
+# What a storage failure's message says (ENOSPC reaches us as a ValueError from tensorstore).
+STORAGE_ERROR_WORDS = ("no space", "space left", "permission", "read-only", "errno",
+                       "quota", "disk")
 
 
 class CheckpointError(RuntimeError):
@@ -86,10 +89,15 @@ class Checkpointer:
     intact = [s for s in self.steps() if s != step]
     resume = (f"rerun the same command to resume from step {intact[-1]}" if intact
               else "rerun the same command to start again")
+    # The disk advice only where the error is about storage (tensorstore reports ENOSPC as a
+    # ValueError): another error (a bug, a library's) is not told to free space.
+    storage = isinstance(e, OSError) or any(
+        word in str(e).lower() for word in STORAGE_ERROR_WORDS)
+    advice = ("Free disk space (or fix the directory's permissions), then " if storage
+              else "")
     return CheckpointError(
         f"could not write checkpoint step {step} to {self.directory} ({_describe(e)}); "
-        f"the earlier checkpoints {intact} are intact. Free disk space (or fix the "
-        f"directory's permissions), then {resume}")
+        f"the earlier checkpoints {intact} are intact. {advice}{resume}")
 
   def _remove_partial(self, step: int | None = None) -> None:
     """Deletes the temporary directories Orbax left for `step` (None: for any step)."""

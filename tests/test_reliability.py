@@ -326,8 +326,9 @@ def test_half_written_save_is_ignored_and_cleaned_up(tmp_path):
   assert not tmp.exists()
 
 
-def _fail_save_at(monkeypatch, fail_step: int):
-  """orbax's save writes part of a step into its tmp dir, then hits ENOSPC at `fail_step`."""
+def _fail_save_at(monkeypatch, fail_step: int, error: Exception | None = None):
+  """orbax's save writes part of a step into its tmp dir, then hits ENOSPC (or `error`) at
+  `fail_step`."""
   import orbax.checkpoint as ocp
   real = ocp.CheckpointManager.save
 
@@ -336,7 +337,7 @@ def _fail_save_at(monkeypatch, fail_step: int):
       tmp = pathlib.Path(self.directory) / f"{step}{checkpoint.TMP_SUFFIX}-1700000000" / "state"
       tmp.mkdir(parents=True)
       (tmp / "partial").write_bytes(b"\0" * 1000)
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+      raise error or OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return real(self, step, *args, **kwargs)
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", save)
@@ -352,6 +353,20 @@ def test_failed_save_keeps_earlier_steps_and_removes_its_partial_files(tmp_path,
   ckpt.close()
   state, _ = _checkpointer(tmp_path / "checkpoints").restore_latest(_abstract())
   assert float(state["w_DD"][0, 0]) == 1.0
+
+
+def test_a_save_failing_for_another_reason_does_not_blame_the_disk(tmp_path, monkeypatch):
+  """Only a storage error gets the disk advice (a NameError inside a save got "Free disk
+  space" during the fault suite; issue #27)."""
+  _fail_save_at(monkeypatch, 2, NameError("name 'storage' is not defined"))
+  ckpt = _checkpointer(tmp_path / "checkpoints")
+  ckpt.save(1, _state(1), {"data": {}})
+  with pytest.raises(checkpoint.CheckpointError) as got:
+    ckpt.save(2, _state(2), {"data": {}})
+  assert "NameError" in str(got.value) and "earlier checkpoints [1] are intact" in str(got.value)
+  assert "disk" not in str(got.value).lower() and "resume from step 1" in str(got.value)
+  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+  ckpt.close()
 
 
 # --- metrics files: torn lines, full disks --------------------------------------------------
