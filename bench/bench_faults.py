@@ -77,6 +77,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from typing import Any, Callable
+from unittest import mock
 
 # The training subprocesses see 8 simulated CPU devices (as tests/conftest.py sets up); set
 # before anything imports jax, so that the environment line describes them too.
@@ -619,20 +620,10 @@ def launch_job(bench: Bench, workdir: str, log_name: str,
   if fault:
     env.update(FAULT_MOMENT=fault[0], FAULT_AT=str(fault[1]), FAULT_VICTIM=str(fault[2]))
   command = [sys.executable, "-c", DEAD_HOST_DRIVER, *bench.command(workdir)[4:]]  # no "train"
-  saved = {k: os.environ.get(k) for k in env}
-  os.environ.update(env)
-  log_path = bench.root / "logs" / log_name
   t0 = time.time()
-  try:
-    with open(log_path, "a") as out:
-      rc = local.run(command, PROCESSES, cpu_devices=DEVICES_PER_PROCESS,
-                     timeout_s=RUN_TIMEOUT_S, out=out)
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        os.environ.pop(k, None)
-      else:
-        os.environ[k] = v
+  with mock.patch.dict(os.environ, env), open(bench.root / "logs" / log_name, "a") as out:
+    rc = local.run(command, PROCESSES, cpu_devices=DEVICES_PER_PROCESS,
+                   timeout_s=RUN_TIMEOUT_S, out=out)  # the processes get os.environ
   end = time.time()
   died = float(mark.read_text()) if mark.exists() else None
   return rc, end - t0, (None if died is None else end - died)
@@ -714,9 +705,7 @@ def dead_host_table(rows: list[dict[str, Any]], wall_s: float) -> list[str]:
                  f"{r.get('recorded_by')} | {r.get('checkpoints_after_signal')} | "
                  f"{r.get('resume_exits')} | {'yes' if r.get('exact') else 'NO'} | "
                  f"{'ok' if r['ok'] else 'FAIL'} |")
-  failures = [r for r in rows if not r["ok"]]
-  lines += ["", "Failures: " + ("none." if not failures else "")]
-  lines += [f"- {r['trial']}: {'; '.join(r['problems'])}" for r in failures]
+  lines += failure_lines(rows)
   lines += ["", "Status messages:"] + [f"- {r['trial'].rsplit('-', 1)[1]}: {r['error']}"
                                        for r in rows]
   return lines
@@ -767,10 +756,15 @@ def table(suite: str, kind: str, rows: list[dict[str, Any]], wall_s: float) -> l
         f"{r.get('checkpoints_after_signal')} ({partial or '-'}) | {r.get('resume_exits')} | "
         f"{'yes' if r.get('steps_once') else 'NO'} | {'yes' if r.get('exact') else 'NO'} | "
         f"{'ok' if r['ok'] else 'FAIL'} |")
-  failures = [r for r in rows if not r["ok"]]
-  lines += ["", "Failures: " + ("none." if not failures else "")]
-  lines += [f"- {r['trial']}: {'; '.join(r['problems'])}" for r in failures]
+  lines += failure_lines(rows)
   return lines
+
+
+def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
+  """The end of a suite's section: its failed trials with their problems, or "none"."""
+  failures = [r for r in rows if not r["ok"]]
+  return (["", "Failures: " + ("none." if not failures else "")]
+          + [f"- {r['trial']}: {'; '.join(r['problems'])}" for r in failures])
 
 
 def reference_line(ref: dict[str, Any], kind: str) -> str:
