@@ -17,6 +17,10 @@ FLOPS_PER_S = "flops_per_s"
 MFU = "mfu"
 EPOCH = "epoch"  # passes over the training data so far
 BAD_STEPS = "bad_steps"  # steps skipped for a non-finite gradient
+# A gs:// run only (scaling_jax.storage), counted since this process started the run (a
+# resumed run counts from 0 again):
+STORAGE_RETRIES = "storage/retries"  # storage requests retried (gcsfs + tensorstore) so far
+STORAGE_SLOW_WRITES = "storage/slow_writes"  # checkpoint saves slower than storage.slow_write_s
 
 GNS_G2 = "gns/g2"  # unbiased |G|^2 of one step
 GNS_TRACE = "gns/trace_sigma"  # unbiased tr(Sigma) of one step (per sequence)

@@ -5,8 +5,13 @@ its local mirror; without a backend a gs:// workdir or data directory is refused
 line, never made a local `gs:` folder.
 
 The emulator and the environment that points gcsfs and tensorstore at it: tests/gcs_emulator.py.
+A bucket that fails requests (503 from tests/fault_proxy.py in front of the emulator): the
+writes and reads still succeed, and scaling_jax.storage counts the libraries' retries and
+says so (issue #27).
 """
 
+import asyncio
+import contextlib
 import importlib.util
 import io
 import os
@@ -16,10 +21,11 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pytest
 
-from tests import gcs_emulator
+from tests import fault_proxy, gcs_emulator
 
 BUCKET = gcs_emulator.BUCKET
 for _module in gcs_emulator.MODULES:
@@ -275,3 +281,178 @@ def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, 
   fit = rundir.read_json(f"{fit_out}/fit_report.json")
   assert fit and fit["n_points"] > 0
   assert local_run_files(clean) == []
+
+
+# --- a bucket that fails requests: the retries are counted and said (issue #27) ------------
+
+@pytest.fixture
+def faulty(gcs, monkeypatch):
+  """`faulty(fail, seed, process=False)`: a fault proxy (tests/fault_proxy.py; in a thread, or
+  a subprocess) in front of the module's emulator, which gcsfs and tensorstore reach through
+  it for the rest of the test. gcsfs's retry loop stays its own; only its backoff sleeps
+  (1-2 s, then 2-3 s, ...) are cut 50x, so that a test takes seconds."""
+  import gcsfs.retry
+  from scaling_jax import storage
+  upstream = os.environ["STORAGE_EMULATOR_HOST"]
+  real_sleep = asyncio.sleep
+  monkeypatch.setattr(gcsfs.retry, "asyncio",
+                      types.SimpleNamespace(sleep=lambda s: real_sleep(s / 50)))
+  with contextlib.ExitStack() as stack:
+    def start(fail: float, seed: int = 0, process: bool = False):
+      if process:
+        proxy = stack.enter_context(fault_proxy.spawn(upstream, fail, seed))
+      else:
+        proxy = stack.enter_context(fault_proxy.FaultProxy(upstream, fail, seed))
+      stack.enter_context(gcs_emulator.environment(proxy.url))
+      return proxy
+    yield start
+    storage.finish(report=False)
+
+
+def _write_run(run: str, monkeypatch) -> None:
+  """A run directory's writes: config.json and 10 metrics records in 3 segments."""
+  from scaling_jax import metrics, rundir
+  monkeypatch.setattr(metrics, "SEGMENT_RECORDS", 4)
+  rundir.write_json_atomic(f"{run}/config.json", {"config": {"x": 1}})
+  w = metrics.MetricsWriter(run, tensorboard=False)
+  for step in range(1, 11):
+    w.write({"step": step, "loss": 10.0 - step})
+  w.close()
+
+
+def _check_run(run: str) -> None:
+  """What `_write_run` wrote reads back whole."""
+  from scaling_jax import metrics, rundir
+  assert rundir.read_config(run) == {"config": {"x": 1}}
+  assert [(r["step"], r["loss"]) for r in metrics.read_metrics(run)] == [
+      (s, 10.0 - s) for s in range(1, 11)]
+  assert len(metrics.segment_paths(run)) == 3
+
+
+def test_fault_schedule_is_deterministic():
+  import random
+  counts = fault_proxy._Counts(fail=0.25, seed=7)
+  got = [counts.next_fails("gcsfs" if i % 2 else "tensorstore") for i in range(400)]
+  rng = random.Random(7)
+  assert got == [rng.random() < 0.25 for _ in range(400)]
+  stats = counts.snapshot()
+  assert stats["requests"] == 400 and stats["faults"] == sum(got)
+  assert 60 < stats["faults"] < 140  # ~100
+  assert stats["by_client"]["gcsfs"]["faults"] == sum(got[1::2])
+  assert fault_proxy.client_of("python-gcsfs/2026.10.1 cache_type/adaptive:d") == "gcsfs"
+  assert fault_proxy.client_of("tensorstore/0.1.86 libcurl/8.20.0") == "tensorstore"
+
+
+def test_bucket_faults_are_retried_counted_and_warned(gcs, faulty, monkeypatch, caplog):
+  import logging
+  from scaling_jax import metric_keys as keys, storage
+  proxy = faulty(1 / 3, seed=0)
+  err = io.StringIO()
+  mon = storage.watch(f"{gcs}/faults/run", warn_after=3, warn_every_s=3600, stream=err)
+  run = f"{gcs}/faults/run"
+  _write_run(run, monkeypatch)
+  # Writes are one request at a time: each injected 503 is one gcsfs retry.
+  wrote = proxy.stats()["by_client"]["gcsfs"]
+  assert wrote["faults"] >= 5 and mon.gcsfs_retries == wrote["faults"], (wrote, mon.describe())
+  _check_run(run)  # every write landed whole, every read came back
+  # Reads ask for an object and its listing at once and may drop the slower one: a 503
+  # answered to a dropped request is not retried.
+  read = proxy.stats()["by_client"]["gcsfs"]
+  assert read["faults"] > wrote["faults"] and wrote["faults"] <= mon.gcsfs_retries <= read["faults"]
+  assert mon.tensorstore_retries() == 0 and mon.gcsfs_gave_up == 0
+  assert storage.metrics() == {keys.STORAGE_RETRIES: mon.gcsfs_retries,
+                               keys.STORAGE_SLOW_WRITES: 0}
+  # One line once past 3 retries, none per retry after it (the next is due in an hour).
+  lines = err.getvalue().splitlines()
+  assert len(lines) == 1 and mon.warnings == 1, lines
+  assert lines[0].startswith("WARNING: storage is slowing this run: 3 storage request(s) "
+                             "retried (gcsfs 3, tensorstore 0) so far")
+  assert "injected by tests/fault_proxy.py, 503" in lines[0] and keys.STORAGE_RETRIES in lines[0]
+  assert storage.finish() == (f"storage: {mon.gcsfs_retries} storage request(s) retried "
+                              f"(gcsfs {mon.gcsfs_retries}, tensorstore 0) in this run")
+  assert storage.metrics() == {}  # stopped: nothing watched
+  # gcsfs's DEBUG lines (the retries among them) were counted, never passed on to handlers.
+  assert not [r for r in caplog.records if r.name.startswith("gcsfs")]
+  gcsfs_logger = logging.getLogger("gcsfs")
+  assert not gcsfs_logger.filters and gcsfs_logger.level == logging.NOTSET  # as it was
+  assert logging.getLogger("gcsfs.credentials").level == logging.NOTSET
+
+
+def test_no_faults_no_retries_no_warning(gcs, faulty, monkeypatch, capsys):
+  import logging
+  from scaling_jax import metric_keys as keys, storage
+  proxy = faulty(0.0, process=True)  # the proxy as a subprocess this time
+  mon = storage.watch(f"{gcs}/calm/run", warn_after=1)
+  _write_run(f"{gcs}/calm/run", monkeypatch)
+  _check_run(f"{gcs}/calm/run")
+  stats = proxy.stats()
+  assert stats["by_client"]["gcsfs"]["requests"] >= 20 and stats["faults"] == 0
+  assert storage.metrics() == {keys.STORAGE_RETRIES: 0, keys.STORAGE_SLOW_WRITES: 0}
+  assert not logging.getLogger("gcsfs.credentials").isEnabledFor(logging.DEBUG)  # pinned
+  assert mon.warnings == 0 and storage.finish() is None
+  assert capsys.readouterr().err == ""
+  assert storage.watch("local/run") is None and storage.metrics() == {}  # a local run: no keys
+
+
+def test_tensorstore_retries_are_counted(gcs, faulty):
+  import tensorstore as ts
+  from scaling_jax import storage
+  proxy = faulty(1 / 3, seed=1)
+  mon = storage.watch(f"{gcs}/ts", warn_after=10**6)
+  # Tensorstore's own retry loop (C++), its backoff shortened through its context.
+  context = ts.Context({"gcs_request_retries": {"initial_delay": "10ms", "max_delay": "50ms"}})
+  kv = ts.KvStore.open({"driver": "gcs", "bucket": BUCKET, "path": "ts/"},
+                       context=context).result()
+  for i in range(8):
+    kv.write(f"k{i}", f"value {i}".encode()).result()
+  assert [kv.read(f"k{i}").result().value for i in range(8)] == [
+      f"value {i}".encode() for i in range(8)]
+  injected = proxy.stats()["by_client"]["tensorstore"]["faults"]
+  assert injected >= 3 and mon.tensorstore_retries() == injected
+  assert mon.gcsfs_retries == 0 and mon.retries() == injected
+
+
+def test_retry_warnings_are_rate_limited():
+  from scaling_jax import storage
+  now = [0.0]
+  err = io.StringIO()
+  mon = storage.StorageMonitor(warn_after=3, warn_every_s=60, slow_s=10, stream=err,
+                               clock=lambda: now[0])
+  for _ in range(2):
+    mon.count_gcsfs_retry("_request retrying after exception: busy, 503")
+  assert err.getvalue() == ""  # below the threshold
+  for _ in range(20):
+    mon.count_gcsfs_retry("_request retrying after exception: busy, 503")
+  assert len(err.getvalue().splitlines()) == 1 and " 3 storage request(s)" in err.getvalue()
+  now[0] = 59.0
+  mon.count_gcsfs_retry("_request retrying after exception: busy, 503")
+  mon.metrics()
+  assert mon.warnings == 1
+  now[0] = 61.0
+  mon.metrics()  # due, and the count grew: the second line, with the count now
+  assert mon.warnings == 2 and " 23 storage request(s)" in err.getvalue().splitlines()[1]
+  now[0] = 500.0
+  mon.metrics()  # due, but nothing new
+  assert mon.warnings == 2
+  with mon.timed_write("checkpoint step 7"):
+    now[0] += 11.0  # a save of 11 s: slow, and a slow write is news
+  assert mon.slow_writes == 1 and mon.warnings == 3
+  assert "1 checkpoint save(s) over 10 s (the longest 11 s)" in err.getvalue().splitlines()[2]
+
+
+def test_slow_checkpoint_save_is_counted_and_warned(gcs, monkeypatch, capsys):
+  import numpy as np
+  from scaling_jax import checkpoint, metric_keys as keys, storage
+  monkeypatch.setenv(storage.SLOW_WRITE_ENV, "0")  # every save is slow
+  storage.watch(f"{gcs}/slow", warn_after=10**6)
+  ckpt = checkpoint.Checkpointer(f"{gcs}/slow/checkpoints",
+                                 types.SimpleNamespace(keep_checkpoints=2,
+                                                       async_checkpointing=False))
+  ckpt.save(1, {"w": np.arange(4.0)}, {"time_s": 1.0})
+  ckpt.close()
+  assert storage.metrics() == {keys.STORAGE_RETRIES: 0, keys.STORAGE_SLOW_WRITES: 1}
+  err = capsys.readouterr().err
+  assert "WARNING: storage is slowing this run: 0 storage request(s) retried (gcsfs 0, " \
+         "tensorstore 0), 1 checkpoint save(s) over 0 s" in err
+  assert "checkpoint step 1 took" in err
+  storage.finish(report=False)
