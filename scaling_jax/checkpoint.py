@@ -81,7 +81,7 @@ class Checkpointer:
             state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
     except Exception as e:  # noqa: BLE001 -- tensorstore reports ENOSPC as ValueError too
       if distributed.is_peer_failure(e):
-        raise  # another process died mid-save: not this disk's fault (train._LostPeer)
+        raise  # another process died mid-save: not this disk's fault (train: PeerLost)
       self._remove_partial(step)
       raise self._save_error(step, e) from e
 

@@ -23,6 +23,7 @@ import optax
 from scaling_jax import accounting, checkpoint, config as config_lib, distributed, hardware
 from scaling_jax import metric_keys as keys, metrics
 from scaling_jax import model as model_lib, noise_scale, optim, preflight, rundir, sharding
+from scaling_jax import storage
 
 
 PREEMPTION_SYNC_EVERY = 10  # steps between multi-process checks for a stop signal
@@ -339,7 +340,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   config_lib.validate(config, num_devices=jax.device_count())
   model_lib.check_shardings(config, sharding.make_mesh(config))  # never a silent replication
-  preflight.check(config, workdir)  # writable workdir, disk space, code version (issue #10)
+  storage.watch(workdir)  # a gs:// run counts its storage retries and says when slowed (#27)
+  try:
+    preflight.check(config, workdir)  # writable workdir, disk space, code version (issue #10)
+    return _prepare_and_run(config, workdir, data_lib)
+  finally:
+    storage.finish()  # one closing line if anything was retried or slow
+
+
+def _prepare_and_run(config, workdir: str, data_lib) -> dict[str, Any]:
+  """train_and_evaluate once the config is checked: the run directory, then `_run`."""
   is_main = jax.process_index() == 0
   data_info = data_lib.prepare(config)
   counts = accounting.counts(config.model)
@@ -473,6 +483,7 @@ def _run(config, workdir: str, data_lib, counts: accounting.Counts, is_main: boo
               keys.TOKENS_PER_S: tokens_per_s, keys.FLOPS_PER_S: flops_per_s,
               keys.MFU: flops_per_s / host_peak, keys.EPOCH: float(train_iter.epoch),
               keys.BAD_STEPS: int(state.bad_steps),
+              **storage.metrics(),  # gs:// runs: retries and slow writes so far (#27)
           }
           if config.gns.enabled:
             g2_ema, trace_ema, b_seq = (float(x) for x in noise_scale.smoothed(state.gns))

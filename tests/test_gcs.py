@@ -231,7 +231,7 @@ def _sweep_file(path, corpus_dir, data_dir):
 @pytest.mark.slow
 def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, capsys,
                                                   monkeypatch):
-  from scaling_jax import metrics, rundir, sweep
+  from scaling_jax import metric_keys as keys, metrics, rundir, sweep
   data = tmp_path_factory.mktemp("data")
   # The data directory is on the bucket too; each process works in a local mirror of it.
   monkeypatch.setenv("SCALING_JAX_DATA_MIRROR", str(data / "mirror"))
@@ -264,6 +264,7 @@ def test_train_preempt_resume_sweep_and_fit_on_gs(gcs, clean, tmp_path_factory, 
   assert [r["step"] for r in recs] == list(range(2, 25, 2))
   assert [r for r in recs if r["step"] <= stopped] == kept  # not redone after the resume
   assert recs[-1]["loss"] < recs[0]["loss"]
+  assert {r[keys.STORAGE_RETRIES] for r in recs} == {0}  # a gs:// run counts; no faults here
   log = rundir.read_text(f"{first}/train.log")
   assert log.count("\n### ") == 2 and "run finished" in log  # both attempts' output
   assert rundir.glob(f"{first}/events", "events.out.tfevents.*")
