@@ -91,9 +91,9 @@ class Checkpointer:
               else "rerun the same command to start again")
     # The disk advice only where the error is about storage (tensorstore reports ENOSPC as a
     # ValueError): another error (a bug, a library's) is not told to free space.
-    storage = isinstance(e, OSError) or any(
+    disk_error = isinstance(e, OSError) or any(
         word in str(e).lower() for word in STORAGE_ERROR_WORDS)
-    advice = ("Free disk space (or fix the directory's permissions), then " if storage
+    advice = ("Free disk space (or fix the directory's permissions), then " if disk_error
               else "")
     return CheckpointError(
         f"could not write checkpoint step {step} to {self.directory} ({_describe(e)}); "
