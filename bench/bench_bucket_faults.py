@@ -96,15 +96,10 @@ def raw_steps(run: str) -> collections.Counter:
 def failed_restores(run: str, config) -> tuple[list[int], int]:
   """(checkpoint steps the run kept, how many of them fail to restore)."""
   import logging
-  import orbax.checkpoint as ocp
-  from scaling_jax import accounting, checkpoint, model as model_lib, optim, rundir, sharding
+  from scaling_jax import accounting, checkpoint, model as model_lib, optim, sharding
   from scaling_jax import train as train_lib
-  logging.getLogger("absl").setLevel(logging.ERROR)  # "read only" notes of each manager
-  directory = f"{run}/{rundir.CHECKPOINT_DIR}"
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False))
-  steps = sorted(manager.all_steps())
-  manager.close()
+  logging.getLogger("absl").setLevel(logging.ERROR)  # "read only" notes of each restore
+  steps = checkpoint.finished_steps(run)
   mesh = sharding.make_mesh(config)
   n_params = accounting.counts(config.model).n_params
   opt, _ = optim.make(config.optim, int(config.train.num_steps), n_params)

@@ -241,9 +241,7 @@ def run_analysis(argv: Sequence[str] | None, doc: str, name: str, analyze,
     for flag, kw in (options or {}).items():
       parser.add_argument(flag, **kw)
     args = parser.parse_args(args_list)
-    out = args.out or os.path.join(args.runs[0], "analysis", name)
-    made = missing_dirs(out)
-    out_dir(args, name)
+    out, made = out_dir(args, name)
     try:
       with errors.writing(out, "--out"):
         analyze(args.runs, out, **kwargs(args))
@@ -258,21 +256,17 @@ def run_analysis(argv: Sequence[str] | None, doc: str, name: str, analyze,
                             sys.argv[1:] if argv is None else argv)
 
 
-def missing_dirs(path: str) -> list[str]:
-  """The folders `os.makedirs(path)` would create, deepest first."""
-  made = []
-  path = os.path.abspath(path)
+def out_dir(args: argparse.Namespace, name: str) -> tuple[str, list[str]]:
+  """(the analysis's output folder, made here if missing; the folders that made, deepest
+  first, so that a refused analysis can remove them again)."""
+  out = args.out or os.path.join(args.runs[0], "analysis", name)
+  made, path = [], os.path.abspath(out)
   while not os.path.exists(path):
     made.append(path)
     path = os.path.dirname(path)
-  return made
-
-
-def out_dir(args: argparse.Namespace, name: str) -> str:
-  out = args.out or os.path.join(args.runs[0], "analysis", name)
   with errors.writing(out, "--out"):
     os.makedirs(out, exist_ok=True)
-  return out
+  return out, made
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 4.0):

@@ -141,7 +141,7 @@ def record_lost_processes(command: Sequence[str], codes: Sequence[int | None],
           if i not in stopped and c not in (None, 0)]
   reason = "; ".join(died + [f"the launcher stopped process {i} after its peer was lost"
                              for i in stopped])
-  return rundir.mark_peer_lost(workdir, reason, checkpoint.finished_steps(workdir))
+  return checkpoint.record_peer_lost(workdir, reason)
 
 
 def run(command: Sequence[str], n: int, port: int = 0, cpu_devices: int | None = None,

@@ -207,11 +207,22 @@ def _open_base_run(run_dir: str) -> ocp.CheckpointManager:
 
 def finished_steps(run_dir: str) -> list[int]:
   """The finished checkpoint steps of run `run_dir`, oldest first ([] when it has none), read
-  without changing anything: what a rerun can resume from (rundir.mark_peer_lost)."""
+  without changing anything: what a rerun can resume from (record_peer_lost)."""
   directory = rundir.path(run_dir) / rundir.CHECKPOINT_DIR
   if not rundir.is_dir(str(directory)):
     return []
   return sorted(ocp.utils.checkpoint_steps(directory))  # Orbax's own test of "finalized"
+
+
+def record_peer_lost(run_dir: str, reason: str) -> str:
+  """Status 'failed' for a run that lost a process (`rundir.mark_peer_lost`), naming the
+  checkpoint a rerun resumes from; the trainer's survivors and launch/local.py both record
+  through here. Returns the message written."""
+  try:
+    steps = finished_steps(run_dir)
+  except Exception:  # noqa: BLE001 -- unreachable too: the message says "last checkpoint"
+    steps = None
+  return rundir.mark_peer_lost(run_dir, reason, steps)
 
 
 def _choose_branch_step(manager: ocp.CheckpointManager, run_dir: str, step: int) -> int:

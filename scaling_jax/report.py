@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -30,7 +30,6 @@ from scaling_jax import errors, preflight, rundir
 from scaling_jax.scaling import bcrit as bcrit_lib
 from scaling_jax.scaling import isoflop
 from scaling_jax.scaling import reference
-from scaling_jax.scaling import runs as runs_lib
 from scaling_jax.scaling import study as study_lib
 from scaling_jax.scaling.laws import FitError
 

@@ -225,6 +225,17 @@ def merge_sweep_file(out_dir: str, runs: Sequence[Mapping[str, Any]]) -> dict[st
   return {**old, "runs": merged + list(new.values())}
 
 
+def check_out_dir(runs: Sequence[Mapping[str, Any]], out_dir: str, rerun_finished: bool = False
+                  ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+  """(runs to train, names finished, sweep.json's merged content): every input in OUT is
+  checked before anything is written there -- run statuses, configs and sweep.json read
+  (DamagedRunFile), names reused with another config (`check_reused_names`). A dry run and
+  a real sweep refuse the same inputs."""
+  todo, done = pending(runs, out_dir, rerun_finished)
+  check_reused_names(runs, out_dir)
+  return todo, done, merge_sweep_file(out_dir, runs)
+
+
 def run_cost(run: Mapping[str, Any]) -> tuple[float, int]:
   """(relative cost = training FLOPs, num_steps) of a run, for the ETA; (nan, 0) if its
   config does not load (run_sweep refuses such a run before it starts)."""
@@ -433,11 +444,7 @@ def run_sweep(runs: Sequence[Mapping[str, Any]], out_dir: str, *, parallel: int 
     if rundir.exists(where) and not rundir.is_dir(where):
       raise SweepError(f"{where} exists and is not a run directory; move it away or rename "
                        f"run {run['name']!r}")
-  # Every input is checked (run statuses, configs and sweep.json read: DamagedRunFile; names
-  # reused with another config) before the first write.
-  todo, done = pending(runs, out_dir, rerun_finished)
-  check_reused_names(runs, out_dir)
-  sweep_file = merge_sweep_file(out_dir, runs)
+  todo, done, sweep_file = check_out_dir(runs, out_dir, rerun_finished)
   with errors.writing(out_dir, "--out"):
     rundir.makedirs(out_dir)
     rundir.write_json_atomic(rundir.path(out_dir) / SWEEP_FILE, sweep_file)
@@ -546,9 +553,7 @@ def main(argv: list[str]) -> int:
   sweep_dir = os.path.dirname(os.path.abspath(args.sweep))
   if args.dry_run:
     runs = prepare_runs(runs, sweep_dir)
-    todo, done = pending(runs, absolute(args.out), args.rerun_finished)
-    check_reused_names(runs, absolute(args.out))  # refused as the real sweep would refuse it
-    merge_sweep_file(absolute(args.out), runs)  # and a damaged sweep.json reported
+    todo, done, _ = check_out_dir(runs, absolute(args.out), args.rerun_finished)
     for r in todo:
       print(" ".join(train_command(r, absolute(args.out))))
     print(f"# {len(todo)} to run, {len(done)} finished")

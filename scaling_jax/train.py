@@ -362,12 +362,8 @@ def _prepare_and_run(config, workdir: str, data_lib) -> dict[str, Any]:
     return _run(config, workdir, data_lib, counts, is_main)
   except Exception as e:  # restore, data or init failures too: never leave 'running' behind
     if distributed.is_peer_failure(e):  # a collective on a dead peer: never blame the disk
-      try:
-        steps = checkpoint.finished_steps(workdir)
-      except Exception:  # noqa: BLE001 -- unreachable too: the message says "last checkpoint"
-        steps = None
       reason = rundir.describe_error(e, limit=300)
-      raise distributed.PeerLost(rundir.mark_peer_lost(workdir, reason, steps)) from e
+      raise distributed.PeerLost(checkpoint.record_peer_lost(workdir, reason)) from e
     if is_main and not isinstance(e, TrainingDiverged) and (
         rundir.read_status(workdir)["status"] == "running"):
       rundir.mark_failed(workdir, e)
